@@ -1,0 +1,44 @@
+"""The ``zcbench`` command line.
+
+Each subcommand lives in its own module under ``zc_proxies/commands/`` and
+exposes ``add_parser(subparsers)``; the parser it adds sets ``func`` to a
+function of the parsed arguments returning an exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from .errors import ZCBenchError
+
+# Modules under zc_proxies.commands, in the order their subcommands are listed.
+COMMANDS = ["list"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zcbench", description="Zero-cost NAS proxies: score, evaluate, search.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in COMMANDS:
+        importlib.import_module(f"zc_proxies.commands.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``zcbench`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ZCBenchError as exc:
+        print(f"zcbench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"zcbench {args.command}: interrupted; finished scores are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

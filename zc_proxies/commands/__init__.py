@@ -1,0 +1,1 @@
+"""Subcommands of the ``zcbench`` CLI, one module each (see ``zc_proxies.cli``)."""

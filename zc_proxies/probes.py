@@ -1,0 +1,78 @@
+"""Channel saliencies: per sample and channel, the sum over positions of activation x gradient.
+
+Both Fisher proxies (and any other proxy that wants the same quantity) rest on
+
+    g[n, c] = sum_i a[n, c, i] * dL/da[n, c, i]
+
+at some set of probe points. It equals dL/ds[n, c] for a per-sample, per-channel
+scale ``s`` multiplied into the activation at value 1, so each probe point's
+output is multiplied by such a tensor of ones and the gradients of the loss with
+respect to those scales are asked for. Nothing else is differentiated: no weight
+gradients, no stored activations, and in-place operations downstream of a probe
+cannot corrupt it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+
+class BlockProbe(nn.Identity):
+    """Marks the output of a block for ``fisher_potential``.
+
+    Place one inside each block, on the output of the block's last convolution
+    and before any residual addition, as BlockSwap does. It computes nothing and
+    holds no parameters, so state dicts and parameter counts are unchanged.
+    """
+
+
+def channel_dim(module: nn.Module) -> int:
+    """The axis that holds channels in ``module``'s output (last for Linear)."""
+    return -1 if isinstance(module, nn.Linear) else 1
+
+
+def channel_saliencies(
+    model: nn.Module,
+    modules: Iterable[nn.Module],
+    forward_loss: Callable[[], torch.Tensor],
+) -> list[tuple[nn.Module, torch.Tensor]]:
+    """Run ``forward_loss`` once and return ``(module, g)`` for every call of a probed module.
+
+    ``g`` has shape ``(N, C)``. A module called twice in one forward pass gives
+    two entries. Probes whose output does not reach the loss give zeros.
+    """
+    probes = list(modules)
+    scales: list[torch.Tensor] = []
+    owners: list[nn.Module] = []
+
+    def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        if not isinstance(output, torch.Tensor) or output.dim() < 2:
+            raise TypeError(f"cannot probe {type(module).__name__}: its output is not a batch of channels")
+        dim = channel_dim(module) % output.dim()
+        shape = [1] * output.dim()
+        shape[0], shape[dim] = output.shape[0], output.shape[dim]
+        scale = torch.ones(shape, dtype=output.dtype, device=output.device, requires_grad=True)
+        scales.append(scale)
+        owners.append(module)
+        return output * scale
+
+    handles = [m.register_forward_hook(hook) for m in probes]
+    try:
+        loss = forward_loss()
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not scales:
+        return []
+    if loss.requires_grad:
+        grads = torch.autograd.grad(loss, scales, allow_unused=True)
+    else:  # no probe reaches the loss
+        grads = (None,) * len(scales)
+    out = []
+    for module, scale, grad in zip(owners, scales, grads):
+        g = torch.zeros_like(scale) if grad is None else grad
+        out.append((module, g.reshape(scale.shape[0], -1)))
+    return out
