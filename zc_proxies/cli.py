@@ -15,7 +15,7 @@ from typing import Sequence
 from .errors import ZCBenchError
 
 # Modules under zc_proxies.commands, in the order their subcommands are listed.
-COMMANDS = ["list"]
+COMMANDS = ["list", "blockswap", "eval", "merge", "convert", "naslib"]
 
 
 def build_parser() -> argparse.ArgumentParser:

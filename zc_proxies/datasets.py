@@ -154,8 +154,14 @@ def load_imagenet16(root: str | os.PathLike, classes: int = 120, split: str = "t
 
 
 def load_image_folder(root: str | os.PathLike, num_classes: int = 1000, size: int = 224,
-                      resize: int | None = 256, name: str = "imagenet") -> ImageSet:
-    """JPEGs in an ImageFolder layout, or a flat folder described by ``labels.csv``."""
+                      resize: int | None = 256, name: str = "imagenet", box: int | None = None) -> ImageSet:
+    """JPEGs in an ImageFolder layout, or a flat folder described by ``labels.csv``.
+
+    With ``box`` every image is decoded now and box-filter downsampled, whole
+    (aspect ratio not kept), to ``box`` x ``box`` pixels, the way the downsampled
+    ImageNet variants (ImageNet16, Chrabaszcz et al. 2017) were made; the set is
+    then array-backed with ``size = box`` (``size`` and ``resize`` are ignored).
+    """
     folder = Path(root)
     if not folder.is_dir():
         raise MissingDataError(f"image folder {str(folder)!r} does not exist")
@@ -185,17 +191,22 @@ def load_image_folder(root: str | os.PathLike, num_classes: int = 1000, size: in
     labels_arr = np.asarray(labels, dtype=np.int64)
     if labels_arr.max() >= num_classes:
         raise DataError(f"labels in {str(folder)!r} go up to {labels_arr.max()}, beyond {num_classes} classes")
+    if box:
+        pixels = np.stack([_decode(f, None, box=box) for f in files])
+        return ImageSet(name, pixels, labels_arr, num_classes, *IMAGENET_STATS, size=box, pad=0, source=str(folder))
     return ImageSet(name, files, labels_arr, num_classes, *IMAGENET_STATS, size=size, pad=0,
                     resize=resize, source=str(folder))
 
 
-def _decode(path: Path, resize: int | None) -> np.ndarray:
+def _decode(path: Path, resize: int | None, box: int | None = None) -> np.ndarray:
     from PIL import Image
 
     try:
         with Image.open(path) as img:
             img = img.convert("RGB")
-            if resize:
+            if box:
+                img = img.resize((box, box), Image.BOX)
+            elif resize:
                 w, h = img.size
                 scale = resize / min(w, h)
                 img = img.resize((max(resize, round(w * scale)), max(resize, round(h * scale))), Image.BILINEAR)

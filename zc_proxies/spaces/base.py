@@ -7,9 +7,11 @@ The shape follows the NATS-Bench API: ``len(space)``, ``space[i] -> arch``,
 
 from __future__ import annotations
 
+import difflib
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Hashable
+from typing import Any
 
 from torch import nn
 
@@ -63,14 +65,51 @@ class SearchSpace(ABC):
 
     def check_dataset(self, dataset: str) -> str:
         if dataset not in self.datasets:
-            raise UnknownNameError(f"space {self.name!r} has no dataset {dataset!r} (has: {', '.join(self.datasets)})")
+            raise UnknownNameError(f"space {self.name!r} has no dataset {dataset!r}"
+                                   f"{_did_you_mean(dataset, self.datasets)} (has: {', '.join(self.datasets)})")
         return dataset
 
     def check_split(self, split: str) -> str:
         if split not in self.splits:
-            raise UnknownNameError(f"space {self.name!r} has no split {split!r} (has: {', '.join(self.splits)})")
+            raise UnknownNameError(f"space {self.name!r} has no split {split!r}"
+                                   f"{_did_you_mean(split, self.splits)} (has: {', '.join(self.splits)})")
         return split
 
+    def num_classes(self, dataset: str) -> int:
+        """Classifier width for ``dataset`` (looked up in :data:`NUM_CLASSES` by default)."""
+        self.check_dataset(dataset)
+        if dataset not in NUM_CLASSES:
+            raise UnknownNameError(
+                f"space {self.name!r} does not say how many classes dataset {dataset!r} has; "
+                "override SearchSpace.num_classes"
+            )
+        return NUM_CLASSES[dataset]
+
+    def indices_with(self, dataset: str, split: str) -> Sequence[int]:
+        """Indices of the architectures that have a stored ``split`` accuracy on ``dataset``.
+
+        All of them by default; spaces whose results cover only a subset for
+        some split (NAS-Bench-101's validation accuracies, say) override this,
+        so the evaluator samples only architectures it can correlate.
+        """
+        self.check_dataset(dataset)
+        self.check_split(split)
+        return range(len(self))
+
+
+def _did_you_mean(name: object, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(str(name), list(known), n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+
+
+# Classifier widths of the datasets the benchmarks use; a space may override ``num_classes``.
+NUM_CLASSES = {
+    "cifar10": 10,
+    "cifar10-valid": 10,
+    "cifar100": 100,
+    "imagenet16-120": 120,
+    "imagenet": 1000,
+}
 
 SpaceFactory = Callable[..., SearchSpace]
 SPACES: Registry[SpaceFactory] = Registry("space")

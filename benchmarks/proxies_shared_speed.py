@@ -1,0 +1,96 @@
+"""Scoring every proxy in one call vs one call per proxy, on NAS-Bench-201 networks.
+
+``score(model, batch, [p1, p2, ...])`` shares one working copy per BatchNorm
+mode and one forward pass for grad_norm, snip, plain, grasp, jacob_cov,
+epe_nas and naswot. This script measures what that saves: for a seeded sample
+of NB201 architectures (batch of real CIFAR-10 train images), the time of one
+joint call against the sum of the single-proxy calls, alternating which goes
+first, as wall time and as this process's CPU time. It prints the machine,
+the settings, per-architecture times and the ratio joint / separate.
+
+Run::
+
+    python benchmarks/proxies_shared_speed.py --data ../shared/data --archs 5 --repeats 3 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+import zc_proxies
+from zc_proxies import list_proxies, score
+from zc_proxies.datasets import data_root, load_cifar, minibatch
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default=None, help="data root (default: $ZCBENCH_DATA)")
+    p.add_argument("--archs", type=int, default=5, help="NB201 architectures to time (default: 5)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repetitions per architecture (default: 3)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--proxies", default="all", help="comma-separated, or 'all' registered (default)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    root = data_root(args.data)
+    names = list_proxies() if args.proxies == "all" else [s.strip() for s in args.proxies.split(",") if s.strip()]
+    space = zc_proxies.get_space("nb201", root)
+    data = load_cifar(root, 10, "train")
+    rng = np.random.default_rng(args.seed)
+    indices = sorted(int(i) for i in rng.choice(len(space), size=args.archs, replace=False))
+    print(f"machine: {platform.node()} | {platform.processor() or platform.machine()} | {os.cpu_count()} cores | "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads | python {platform.python_version()}")
+    print(f"settings: nb201 cifar10, {args.archs} archs (seed {args.seed}), batch {args.batch_size} CIFAR-10 "
+          f"train images, {args.repeats} repeats, median per arch; proxies ({len(names)}): {', '.join(names)}")
+    joint_wall, sep_wall, joint_cpu, sep_cpu = [], [], [], []
+    for index in indices:
+        torch.manual_seed(args.seed + index)
+        model = space.build(space[index], 10)
+        batch = minibatch(data, args.batch_size, args.seed + index)
+        score(model, batch, names)  # warm-up (allocator, oneDNN primitives)
+        jw, jc, sw, sc = [], [], [], []
+        for rep in range(args.repeats):
+            order = ("joint", "separate") if rep % 2 == 0 else ("separate", "joint")
+            for which in order:
+                if which == "joint":
+                    w, c = timed(lambda m=model, b=batch: score(m, b, names))
+                    jw.append(w)
+                    jc.append(c)
+                else:
+                    parts = [timed(lambda n=n, m=model, b=batch: score(m, b, n)) for n in names]
+                    sw.append(sum(w for w, _ in parts))
+                    sc.append(sum(c for _, c in parts))
+        joint_wall.append(statistics.median(jw))
+        sep_wall.append(statistics.median(sw))
+        joint_cpu.append(statistics.median(jc))
+        sep_cpu.append(statistics.median(sc))
+        print(f"  arch {index:5d}: joint {joint_wall[-1]:7.2f} s wall {joint_cpu[-1]:7.2f} s cpu | one by one "
+              f"{sep_wall[-1]:7.2f} s wall {sep_cpu[-1]:7.2f} s cpu | ratio {joint_wall[-1] / sep_wall[-1]:.2f} "
+              f"({space[index]})")
+    print(f"total: joint {sum(joint_wall):.1f} s wall / {sum(joint_cpu):.1f} s cpu; one by one {sum(sep_wall):.1f} s "
+          f"wall / {sum(sep_cpu):.1f} s cpu")
+    print(f"ratio joint / one-by-one: {sum(joint_wall) / sum(sep_wall):.3f} (wall), "
+          f"{sum(joint_cpu) / sum(sep_cpu):.3f} (cpu)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

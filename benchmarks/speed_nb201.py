@@ -1,0 +1,135 @@
+#!/usr/bin/env python
+"""How fast ``fisher`` scores NAS-Bench-201 architectures, beside a FLOP floor measured on the same machine.
+
+For a seeded sample of architectures, each one goes through the evaluator's
+own task (seeded minibatch of 64 CIFAR-10 training images, seeded build, one
+``score`` call) and is timed. The floor is what the arithmetic alone would
+cost: the conv and linear multiply-accumulates of the forward pass (counted
+with forward hooks) times 2 FLOPs, times 2 again for the backward pass to the
+layer inputs that the proxy needs (no weight gradients), divided by the rate
+of a large float32 matmul measured in the same run with the same threads.
+(The stem conv's input gradient is not needed, so the floor is a slight
+over-estimate of the work; BN, ReLU, pooling and the proxy's own arithmetic
+are not counted.) Usage::
+
+    python benchmarks/speed_nb201.py --data ../shared/data --sample 20 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from zc_proxies.datasets import data_root
+from zc_proxies.evaluate import EvalConfig, arch_seed, sample_indices, score_arch, setup_worker
+
+
+def matmul_rate(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """Best observed float32 matmul rate in FLOP/s (n x n by n x n)."""
+    a = torch.randn(n, n)
+    b = torch.randn(n, n)
+    a @ b  # warm up
+    best = 0.0
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n ** 3 / (time.perf_counter() - t0))
+    return best
+
+
+def forward_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """Multiply-accumulates of every Conv2d and Linear call in one forward pass on ``x``."""
+    total = 0
+
+    def hook(module: nn.Module, inputs, output) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            per_out = (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
+        else:
+            per_out = module.in_features
+        total += output.numel() * per_out
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sample", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    p.add_argument("--warmup", type=int, default=2, help="architectures scored first and not timed")
+    p.add_argument("--data", default=None)
+    args = p.parse_args(argv)
+    root = data_root(args.data)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    print(f"machine: {platform.node()} {platform.machine()} {platform.processor() or ''}".rstrip()
+          + f", {os.cpu_count()} CPUs, {platform.system()} {platform.release()}")
+    print(f"python {platform.python_version()}, torch {torch.__version__}, {threads} torch thread(s), "
+          f"load average {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(f"settings: fisher, nb201-cifar10, batch {args.batch_size}, {args.sample} archs sampled with seed "
+          f"{args.seed} (+{args.warmup} warm-up), CPU, one process")
+
+    config = EvalConfig(space="nb201", dataset="cifar10", proxies=("fisher",), batch_size=args.batch_size,
+                        seed=args.seed, data_root=str(root), threads=args.threads)
+    state = setup_worker(config)
+    rate = matmul_rate(threads)
+    indices = sample_indices(range(len(state.space)), args.sample + args.warmup, args.seed)
+    warm, timed = indices[:args.warmup], indices[args.warmup:]
+    for i in warm:
+        score_arch(state, (i, ("fisher",)))
+
+    wall, proxy_s, floor_s, macs_all = [], [], [], []
+    for i in timed:
+        t0 = time.perf_counter()
+        rows = score_arch(state, (i, ("fisher",)))
+        wall.append(time.perf_counter() - t0)
+        proxy_s.append(rows[0]["seconds"])
+        assert rows[0]["status"] == "ok", rows[0]["message"]
+        s = arch_seed(args.seed, i)
+        x, _ = state.source.batch(args.batch_size, s)
+        torch.manual_seed(s)
+        model = state.space.build(state.space[i], state.num_classes)
+        macs = forward_macs(model, x)
+        macs_all.append(macs)
+        floor_s.append(2 * 2 * macs / rate)  # forward + input-gradient backward, 2 FLOPs per MAC
+
+    n = len(timed)
+    total_wall, total_floor = sum(wall), sum(floor_s)
+    print(f"matmul rate (float32, 2048^3, best of 5): {rate / 1e9:.1f} GFLOP/s")
+    print(f"conv+linear forward MACs per arch at batch {args.batch_size}: mean {statistics.mean(macs_all) / 1e9:.2f} G "
+          f"(min {min(macs_all) / 1e9:.2f}, max {max(macs_all) / 1e9:.2f})")
+    print("")
+    print("| measure | archs/s | s/arch (mean) | s/arch (median) |")
+    print("|---|---|---|---|")
+    print(f"| evaluator task (minibatch + build + score) | {n / total_wall:.3f} | {total_wall / n:.3f} "
+          f"| {statistics.median(wall):.3f} |")
+    print(f"| score() call alone | {n / sum(proxy_s):.3f} | {sum(proxy_s) / n:.3f} | {statistics.median(proxy_s):.3f} |")
+    print(f"| FLOP floor (fwd + input-grad bwd at the matmul rate) | {n / total_floor:.3f} | {total_floor / n:.3f} "
+          f"| {statistics.median(floor_s):.3f} |")
+    print("")
+    print(f"evaluator task time / FLOP floor: {total_wall / total_floor:.1f}x; "
+          f"score() / floor: {sum(proxy_s) / total_floor:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""BlockSwap search: budgets, the sampling window, feasibility errors, scoring, the resumable store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from zc_proxies import score
+from zc_proxies.blockswap import (
+    PAPER_POOL,
+    Configuration,
+    SearchSettings,
+    count_parameters,
+    feasible_range,
+    get_net,
+    parse_budget,
+    search,
+)
+from zc_proxies.blockswap.search import Sampler, candidate_seed, load_dataset, window
+from zc_proxies.datasets import minibatch
+from zc_proxies.errors import ArchError, DataError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def cifar(data_root):
+    return load_dataset("cifar10", data_root)
+
+
+def _settings(**kw) -> SearchSettings:
+    base = dict(net="wrn-16-1", budget=100_000, samples=3, seed=7, batch_size=8)
+    base.update(kw)
+    return SearchSettings(**base)
+
+
+@pytest.mark.parametrize("text, want", [
+    ("800k", 800_000), ("800K", 800_000), ("1.5M", 1_500_000), ("800000", 800_000), ("2.2e6", 2_200_000),
+    (" 150k ", 150_000), (0.5e6, 500_000),
+])
+def test_parse_budget(text, want):
+    assert parse_budget(text) == want
+
+
+@pytest.mark.parametrize("text", ["", "k", "800q", "-5k", "1.5 G", "0"])
+def test_parse_budget_refuses_nonsense(text):
+    with pytest.raises(ValueError, match="budget"):
+        parse_budget(text)
+
+
+def test_window_is_plus_minus_two_and_a_half_percent():
+    assert window(800_000, 0.025) == (780_000, 820_000)
+    assert window(1001, 0.025) == (976, 1026)  # 975.975 .. 1026.025
+
+
+def test_every_sampled_candidate_lies_in_its_window_and_is_counted_exactly():
+    spec = get_net("wrn-40-2")
+    sampler = Sampler(spec, PAPER_POOL, 10, 800_000, 0.025)
+    lo, hi = 780_000, 820_000
+    seen = set()
+    for i in range(40):
+        types, params, draws = sampler.sample(candidate_seed(0, i))
+        assert lo <= params <= hi and draws >= 1
+        assert params == spec.params(types, 10)
+        seen.add(tuple(t.name for t in types))
+        if i < 3:  # the built module agrees with the analytic count
+            assert count_parameters(spec.build(types)) == params
+    assert len(seen) == 40  # distinct random mixes
+    assert len({t for cfg in seen for t in cfg}) >= 15  # most of the pool is used
+
+
+def test_candidates_do_not_depend_on_order():
+    sampler = Sampler(get_net("wrn-40-2"), PAPER_POOL, 10, 800_000, 0.025)
+    forward = [sampler.sample(candidate_seed(3, i))[0] for i in range(5)]
+    backward = [sampler.sample(candidate_seed(3, i))[0] for i in reversed(range(5))][::-1]
+    assert forward == backward
+    assert candidate_seed(3, 4) != candidate_seed(4, 3)
+
+
+def test_feasible_range_equals_the_cheapest_and_largest_networks():
+    for net in ("wrn-40-2", "wrn-16-1"):
+        spec = get_net(net)
+        options = spec.options(PAPER_POOL)
+        cheapest = [min(o, key=lambda t, s=s: t.params(s.in_channels, s.out_channels, s.stride))
+                    for o, s in zip(options, spec.slots)]
+        largest = [max(o, key=lambda t, s=s: t.params(s.in_channels, s.out_channels, s.stride))
+                   for o, s in zip(options, spec.slots)]
+        lo, hi = feasible_range(net)
+        assert lo == count_parameters(spec.build(cheapest))
+        assert hi == count_parameters(spec.build(largest))
+    assert feasible_range("wrn-40-2") == (146_538, 2_243_546)
+
+
+@pytest.mark.parametrize("budget", [10_000, 5_000_000])
+def test_an_impossible_budget_states_the_feasible_range(budget):
+    with pytest.raises(ArchError, match=r"feasible range is 146,538 .* to 2,243,546"):
+        Sampler(get_net("wrn-40-2"), PAPER_POOL, 10, budget, 0.025)
+
+
+def test_a_budget_random_mixes_never_hit_is_refused():
+    # 150k is inside the range (146,538..) but only the very cheapest mixes get there
+    with pytest.raises(ArchError, match="none of 5,000 random"):
+        Sampler(get_net("wrn-40-2"), PAPER_POOL, 10, 150_000, 0.0, max_draws=5000).sample(0)
+
+
+def test_search_scores_fisher_potential_and_keeps_the_best(cifar, tmp_path):
+    settings = _settings()
+    result = search(settings, data=cifar, store=tmp_path / "c.jsonl", progress=False)
+    assert [r["index"] for r in result.rows] == [0, 1, 2]
+    lo, hi = window(100_000, 0.025)
+    for row in result.rows:
+        assert row["status"] == "ok" and lo <= row["params"] <= hi
+        # the stored score is fisher_potential of that network, built from its seed, on its minibatch
+        cfg = Configuration("wrn-16-1", tuple(row["blocks"]), 10)
+        model = cfg.build(generator=torch.Generator().manual_seed(row["seed"]))
+        batch = minibatch(cifar, 8, row["batch_seed"])
+        assert row["score"] == pytest.approx(score(model, batch, "fisher_potential"), rel=1e-6)
+    assert result.best["score"] == max(r["score"] for r in result.rows)
+    assert result.scored == 3
+
+
+def test_search_resumes_from_its_store_and_results_do_not_depend_on_order(cifar, tmp_path):
+    store = tmp_path / "c.jsonl"
+    first = search(_settings(samples=2), data=cifar, store=store, progress=False)
+    scored = []
+    second = search(_settings(samples=4), data=cifar, store=store, progress=False,
+                    on_candidate=lambda r: scored.append(r["index"]))
+    assert scored == [2, 3] and second.scored == 2
+    assert second.rows[:2] == first.rows
+    lines = store.read_text().splitlines()
+    assert [json.loads(x)["index"] for x in lines] == [0, 1, 2, 3]
+
+    # a torn last line (a write cut short) is dropped and rewritten; nothing else changes
+    with open(store, "a") as fh:
+        fh.write('{"index": 4, "seed": 12')
+    third = search(_settings(samples=5), data=cifar, store=store, progress=False)
+    assert third.scored == 1
+    rows = [json.loads(x) for x in store.read_text().splitlines()]
+    assert [r["index"] for r in rows] == [0, 1, 2, 3, 4] and store.read_text().endswith("\n")
+
+    # a fresh search of candidates 3 and 4 alone agrees with them (same configs, same scores)
+    fresh = search(_settings(samples=5), data=cifar, store=tmp_path / "other.jsonl", progress=False)
+    for a, b in zip(fresh.rows, third.rows):
+        assert a["blocks"] == b["blocks"] and a["params"] == b["params"]
+        assert a["score"] == pytest.approx(b["score"], rel=1e-6)
+
+
+def test_a_store_of_another_search_or_a_corrupt_store_is_refused(cifar, tmp_path):
+    store = tmp_path / "c.jsonl"
+    search(_settings(samples=1), data=cifar, store=store, progress=False)
+    with pytest.raises(DataError, match="different search .*budget: stored 100000, now 90000"):
+        search(_settings(samples=1, budget=90_000), data=cifar, store=store, progress=False)
+    store.write_text("garbage\n" + store.read_text())
+    with pytest.raises(DataError, match="line 1: not valid JSON"):
+        search(_settings(samples=1), data=cifar, store=store, progress=False)
+
+
+def test_shared_batch_scores_everyone_on_one_minibatch(cifar):
+    result = search(_settings(samples=2, shared_batch=True), data=cifar, progress=False)
+    assert {r["batch_seed"] for r in result.rows} == {7}
+
+
+def test_channels_last_scores_the_same_networks_nearly_alike(cifar):
+    plain = search(_settings(samples=2), data=cifar, progress=False)
+    fast = search(_settings(samples=2, channels_last=True), data=cifar, progress=False)
+    for a, b in zip(plain.rows, fast.rows):
+        assert a["blocks"] == b["blocks"]
+        assert b["score"] == pytest.approx(a["score"], rel=1e-2)

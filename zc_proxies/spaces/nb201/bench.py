@@ -1,0 +1,297 @@
+"""Stored NAS-Bench-201 results, read from our table or from the official ``.pth`` file.
+
+Both readers give one :class:`Results`: a table with one row per architecture
+in the benchmark's index order and the same columns, so the search space does
+not care where the numbers came from.
+
+What the numbers mean (hp=200, i.e. the 200-epoch schedule; final epoch;
+mean over the seeds an architecture was trained with):
+
+=================  =====  ===========================================================
+dataset            split  meaning
+=================  =====  ===========================================================
+cifar10-valid      val    trained on 25k CIFAR-10 train images, accuracy on the other 25k (x-valid)
+cifar10            test   trained on all 50k train images, accuracy on the 10k test set (ori-test)
+cifar100           val    trained on the train set, accuracy on x-valid (half of the test set)
+cifar100           test   ... accuracy on x-test (the other half)
+imagenet16-120     val    trained on the train set, accuracy on x-valid (half of the val set)
+imagenet16-120     test   ... accuracy on x-test (the other half)
+=================  =====  ===========================================================
+
+There is deliberately no ``cifar10`` / ``val`` (that network is trained on
+the validation images, so the benchmark has no validation accuracy for it) and
+no ``cifar10-valid`` / ``test`` (our table holds that only from another API
+version, which must not be mixed in). Asking for either raises
+:class:`~zc_proxies.errors.UnknownNameError` that lists what exists.
+
+Sources
+-------
+``<data_root>/nb201/nb201.csv.gz``
+    Our table (see that folder's PROVENANCE.md): accuracies from
+    NAS-Bench-201 v1_0; parameter counts are the true counts of each arch
+    string; FLOPs are NASLib's counter (which also counts BN/ReLU elementwise
+    operations).
+``NAS-Bench-201-v1_0-e61699.pth`` (or v1_1)
+    The official benchmark file, read with the official ``nas_201_api``
+    classes (``ArchResults.get_metrics(..., is_random=False)`` on the 'full'
+    results, ``get_compute_costs`` for params and FLOPs). Params and FLOPs are
+    then what the API reports: the mean over seed records of the API's own
+    counts (FLOPs without BN/ReLU), which for a few hundred archs in v1_0
+    differs from the true count of the arch string. Reading the 2 GB file
+    takes minutes and several GB of memory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ...errors import DataError, MissingDataError
+from .arch import ARCH_PATTERN, NUM_ARCHS
+
+#: Where the table lives under the data root.
+TABLE_PATH = Path("nb201") / "nb201.csv.gz"
+
+#: Dataset names, as accepted by the space (NAS-Bench-201's names, lower-cased).
+DATASETS: tuple[str, ...] = ("cifar10-valid", "cifar10", "cifar100", "imagenet16-120")
+
+#: The dataset names the official API and ``.pth`` file use.
+API_DATASETS: dict[str, str] = {
+    "cifar10-valid": "cifar10-valid",
+    "cifar10": "cifar10",
+    "cifar100": "cifar100",
+    "imagenet16-120": "ImageNet16-120",
+}
+
+NUM_CLASSES: dict[str, int] = {"cifar10-valid": 10, "cifar10": 10, "cifar100": 100, "imagenet16-120": 120}
+
+#: (dataset, split) -> table column, and the official evaluation-set name behind it.
+ACCURACY_COLUMNS: dict[tuple[str, str], str] = {
+    ("cifar10-valid", "val"): "cifar10_valid_val_acc",
+    ("cifar10", "test"): "cifar10_test_acc",
+    ("cifar100", "val"): "cifar100_val_acc",
+    ("cifar100", "test"): "cifar100_test_acc",
+    ("imagenet16-120", "val"): "imagenet16_val_acc",
+    ("imagenet16-120", "test"): "imagenet16_test_acc",
+}
+EVAL_SETS: dict[tuple[str, str], str] = {
+    ("cifar10-valid", "val"): "x-valid",
+    ("cifar10", "test"): "ori-test",
+    ("cifar100", "val"): "x-valid",
+    ("cifar100", "test"): "x-test",
+    ("imagenet16-120", "val"): "x-valid",
+    ("imagenet16-120", "test"): "x-test",
+}
+
+_HEAD = {"cifar10-valid": "cifar10", "cifar10": "cifar10", "cifar100": "cifar100", "imagenet16-120": "imagenet16"}
+#: dataset -> params column (millions) and FLOPs column (millions).
+PARAM_COLUMNS: dict[str, str] = {d: f"params_mb_{h}" for d, h in _HEAD.items()}
+FLOP_COLUMNS: dict[str, str] = {d: f"flops_m_{h}" for d, h in _HEAD.items()}
+
+#: The official dataset whose cost record gives each params / FLOPs column.
+_COST_DATASETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet16": "ImageNet16-120"}
+
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    ("index", "arch")
+    + tuple(ACCURACY_COLUMNS.values())
+    + tuple(dict.fromkeys(PARAM_COLUMNS.values()))
+    + tuple(dict.fromkeys(FLOP_COLUMNS.values()))
+)
+
+
+@dataclass(frozen=True)
+class Results:
+    """Stored results of every architecture, in index order.
+
+    Attributes
+    ----------
+    table
+        One row per architecture (row i = index i) with the columns
+        :data:`REQUIRED_COLUMNS`; a missing result is NaN.
+    source
+        The file the numbers came from.
+    flops_counter
+        Who counted the FLOPs: ``"naslib"`` (table) or ``"nb201-api"`` (``.pth``).
+    """
+
+    table: pd.DataFrame
+    source: str
+    flops_counter: str
+
+
+def _check_space(table: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Sort by index and check that the rows list each arch of the space once, well formed."""
+    table = table.sort_values("index", kind="stable").reset_index(drop=True)
+    if len(table) != NUM_ARCHS:
+        raise DataError(f"{str(path)!r} lists {len(table)} architectures, expected all {NUM_ARCHS:,} "
+                        "of NAS-Bench-201 (truncated or wrong file?)")
+    if not np.array_equal(table["index"].to_numpy(), np.arange(NUM_ARCHS)):
+        raise DataError(f"{str(path)!r}: column 'index' must hold each of 0..{NUM_ARCHS - 1} exactly once")
+    archs = table["arch"].astype(str)
+    bad = ~archs.str.fullmatch(ARCH_PATTERN)
+    if bad.any():
+        first = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(f"{str(path)!r}: {int(bad.sum())} arch string(s) are malformed, e.g. index {first}: "
+                        f"{archs.iloc[first]!r}")
+    if archs.duplicated().any():
+        dup = archs[archs.duplicated()].iloc[0]
+        raise DataError(f"{str(path)!r}: arch {dup!r} appears more than once")
+    table["arch"] = archs
+    return table
+
+
+def read_table(path: str | Path) -> Results:
+    """Read our ``nb201.csv.gz`` table.
+
+    Raises
+    ------
+    MissingDataError
+        If the file does not exist (the message says what to put there).
+    DataError
+        If it is not a readable gzip CSV, lacks columns, or does not list the
+        15,625 architectures once each.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataError(
+            f"NAS-Bench-201 table {str(path)!r} not found: put nb201.csv.gz (one row per arch: index, arch, "
+            f"accuracy/params/FLOPs columns; see data/README.md and nb201/PROVENANCE.md) at "
+            f"<data_root>/{TABLE_PATH.as_posix()}, or open the space with "
+            "source='path/to/NAS-Bench-201-v1_0-e61699.pth'"
+        )
+    try:
+        table = pd.read_csv(path)
+    except Exception as exc:  # gzip.BadGzipFile, EOFError, zlib.error, ParserError, ...
+        raise DataError(f"cannot read NAS-Bench-201 table {str(path)!r} ({type(exc).__name__}: {exc}); "
+                        "the file is truncated or corrupt, fetch it again") from exc
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise DataError(f"NAS-Bench-201 table {str(path)!r} lacks the column(s) {', '.join(missing)}")
+    numeric = [c for c in REQUIRED_COLUMNS if c != "arch"]
+    bad = [c for c in numeric if not pd.api.types.is_numeric_dtype(table[c])]
+    if bad:
+        raise DataError(f"NAS-Bench-201 table {str(path)!r}: column(s) {', '.join(bad)} are not numeric")
+    return Results(_check_space(table[list(REQUIRED_COLUMNS)].copy(), path), str(path), "naslib")
+
+
+# ----------------------------------------------------------------------------------------------
+# The official .pth file
+
+
+def _safe_globals() -> list[Any]:
+    """Globals a NAS-Bench-201 file may reference besides plain containers: numpy scalars."""
+    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+    dtypes = {type(np.dtype(t)) for t in ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "?")}
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), (scalar, "numpy._core.multiarray.scalar"),
+            np.dtype, *dtypes]
+
+
+def load_pth(path: str | Path, *, trust_pickle: bool = False) -> dict:
+    """``torch.load`` an official benchmark file, refusing code-carrying pickles unless trusted.
+
+    The file is read with ``weights_only=True`` and numpy scalars allowed,
+    which covers the official layout (dicts, lists, floats, numpy scalars).
+    ``trust_pickle=True`` loads with full pickle, which can run code: only for
+    files from a source you trust.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataError(f"NAS-Bench-201 benchmark file {str(path)!r} not found (expected the official "
+                               "NAS-Bench-201-v1_0-e61699.pth or NAS-Bench-201-v1_1-096897.pth)")
+    try:
+        if trust_pickle:
+            data = torch.load(path, map_location="cpu", weights_only=False)
+        else:
+            with torch.serialization.safe_globals(_safe_globals()):
+                data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines() if "global" in ln.lower()]
+        if lines:
+            detail = next((ln for ln in lines if "Unsupported global" in ln or "but got" in ln), lines[0])
+            raise DataError(f"{str(path)!r} references Python objects outside the NAS-Bench-201 layout "
+                            f"({detail}); if you trust the file, open it with trust_pickle=True") from exc
+        raise DataError(f"cannot read {str(path)!r} as a torch file ({exc}); it is truncated or corrupt") from exc
+    except Exception as exc:  # zip/EOF/runtime errors from torch
+        raise DataError(f"cannot read {str(path)!r} as a torch file ({type(exc).__name__}: {exc}); "
+                        "it is truncated or corrupt") from exc
+    if not isinstance(data, dict):
+        raise DataError(f"{str(path)!r} holds a {type(data).__name__}, expected the NAS-Bench-201 dict")
+    missing = [k for k in ("meta_archs", "arch2infos", "evaluated_indexes") if k not in data]
+    if missing:
+        raise DataError(f"{str(path)!r} lacks the key(s) {', '.join(missing)} of the NAS-Bench-201 layout")
+    return data
+
+
+def _accuracy(result: Any, dataset: str, eval_set: str) -> float:
+    """Seed-mean final-epoch accuracy on ``eval_set``, NaN if not recorded."""
+    try:
+        return float(result.get_metrics(dataset, eval_set, iepoch=None, is_random=False)["accuracy"])
+    except (KeyError, ValueError, AssertionError, TypeError):  # dataset or eval set not recorded
+        return math.nan
+
+
+def _cost(result: Any, dataset: str, key: str) -> float:
+    """Seed-mean cost record ('params' in millions, 'flops' in millions), NaN if not recorded."""
+    try:
+        value = result.get_compute_costs(dataset)[key]
+    except (KeyError, ValueError, AssertionError, TypeError):
+        return math.nan
+    return math.nan if value is None else float(value)
+
+
+def results_from_dict(data: dict, source: str) -> Results:
+    """Extract our table from a loaded official benchmark dict (hp=200 'full' results)."""
+    from nas_201_api import ArchResults
+    from tqdm.auto import tqdm
+
+    archs = list(data["meta_archs"])
+    rows = {c: np.full(len(archs), np.nan) for c in REQUIRED_COLUMNS[2:]}
+    infos = data["arch2infos"]
+    try:
+        evaluated = sorted({int(i) for i in data["evaluated_indexes"]})
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{source!r}: 'evaluated_indexes' must be a list of ints ({exc})") from exc
+    for index in tqdm(evaluated, desc="reading NAS-Bench-201 results", disable=len(evaluated) < 1000):
+        if not 0 <= index < len(archs):
+            raise DataError(f"{source!r}: evaluated index {index} is outside 'meta_archs' (0..{len(archs) - 1})")
+        if index not in infos or not isinstance(infos[index], dict) or "full" not in infos[index]:
+            raise DataError(f"{source!r}: evaluated arch {index} has no 'full' (hp=200) results in 'arch2infos'")
+        try:
+            result = ArchResults.create_from_state_dict(infos[index]["full"])
+        except Exception as exc:
+            raise DataError(f"{source!r}: arch {index}'s 'full' results are not an ArchResults state "
+                            f"({type(exc).__name__}: {exc})") from exc
+        for key, column in ACCURACY_COLUMNS.items():
+            rows[column][index] = _accuracy(result, API_DATASETS[key[0]], EVAL_SETS[key])
+        for head, api_name in _COST_DATASETS.items():
+            rows[f"params_mb_{head}"][index] = _cost(result, api_name, "params")
+            rows[f"flops_m_{head}"][index] = _cost(result, api_name, "flops")
+    table = pd.DataFrame({"index": np.arange(len(archs)), "arch": archs, **rows})
+    return Results(_check_space(table, Path(source)), source, "nb201-api")
+
+
+def read_pth(path: str | Path, *, trust_pickle: bool = False) -> Results:
+    """Read the official ``NAS-Bench-201-v1_*.pth`` file into :class:`Results`."""
+    return results_from_dict(load_pth(path, trust_pickle=trust_pickle), str(path))
+
+
+def open_results(data_root: str | Path | None, source: str | Path | None = None, *,
+                 trust_pickle: bool = False) -> Results:
+    """The results from ``source`` (a ``.pth`` or ``.csv.gz`` file) or else the table under the data root."""
+    if source is not None:
+        path = Path(source).expanduser()
+        if path.suffix == ".pth":
+            return read_pth(path, trust_pickle=trust_pickle)
+        return read_table(path)
+    from ...datasets import data_root as resolve_root
+
+    return read_table(resolve_root(data_root) / TABLE_PATH)

@@ -1,0 +1,145 @@
+"""The NAS-Bench-201 network: the benchmark's own macro skeleton around a searched cell.
+
+Layout (Dong & Yang, ICLR 2020, with C = 16 and N = 5)::
+
+    stem    conv3x3(3 -> C, no bias) + BN
+    stage 1 N cells on C channels
+            residual reduction block C -> 2C (stride 2)
+    stage 2 N cells on 2C channels
+            residual reduction block 2C -> 4C (stride 2)
+    stage 3 N cells on 4C channels
+    head    BN -> ReLU -> global average pool -> Linear(4C -> num_classes)
+
+A cell computes node j = sum over i < j of op_{j<-i}(node i) and outputs
+node 3. A reduction block is ReLU-Conv3x3(stride 2)-BN -> ReLU-Conv3x3-BN,
+added to a shortcut of 2x2 average pooling (stride 2) and a bias-free 1x1
+conv. The network returns logits only.
+
+Blocks for ``fisher_potential``: each of the 15 cells and each of the 2
+reduction blocks carries one :class:`~zc_proxies.BlockProbe`, 17 in all.
+
+* In a cell the probe sits on the cell output (the summed node 3). The cell
+  has no residual add of its own (any identity path is the searched
+  ``skip_connect`` op, part of the block), so its output is the block output.
+* In a reduction block the probe sits after the second conv + BN, before the
+  shortcut is added, as BlockSwap places it in ResNet blocks.
+
+Weights use PyTorch's default initialisation (the benchmark applies none of
+its own). Module names match the official ``TinyNetwork`` (``stem``,
+``cells.<k>.layers.<e>``, ``cells.<k>.conv_a`` ..., ``lastact``,
+``classifier``), so an official trained state dict loads with
+``load_state_dict``; the probes hold no parameters or buffers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...errors import ModelError
+from ...probes import BlockProbe
+from .arch import EDGES, NUM_NODES, parse_arch
+from .ops import ReLUConvBN, make_op
+
+#: Channels of the first stage and cells per stage, as in the benchmark.
+C_STEM = 16
+CELLS_PER_STAGE = 5
+
+
+class Cell(nn.Module):
+    """One searched cell on ``channels`` channels (stride 1), probed at its output.
+
+    Parameters
+    ----------
+    ops
+        Six op names in :data:`~zc_proxies.spaces.nb201.arch.EDGES` order.
+    channels
+        Channels of the input, of every node and of the output.
+    """
+
+    def __init__(self, ops: tuple[str, ...], channels: int) -> None:
+        super().__init__()
+        self.ops = tuple(ops)
+        self.layers = nn.ModuleList(make_op(op, channels) for op in self.ops)
+        self.probe = BlockProbe()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nodes = [x]
+        k = 0
+        for j in range(1, NUM_NODES + 1):
+            total = self.layers[k](nodes[0])
+            for i in range(1, j):
+                total = total + self.layers[k + i](nodes[i])
+            nodes.append(total)
+            k += j
+        return self.probe(nodes[-1])
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{j}<-{i}: {op}" for (j, i), op in zip(EDGES, self.ops))
+
+
+class ReductionBlock(nn.Module):
+    """The ResNet basic block between stages: halves the resolution, sets ``c_out`` channels."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv_a = ReLUConvBN(c_in, c_out, 3, stride=2)
+        self.conv_b = ReLUConvBN(c_out, c_out, 3, stride=1)
+        self.downsample = nn.Sequential(
+            nn.AvgPool2d(kernel_size=2, stride=2, padding=0),
+            nn.Conv2d(c_in, c_out, kernel_size=1, stride=1, padding=0, bias=False),
+        )
+        self.probe = BlockProbe()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.downsample(x) + self.probe(self.conv_b(self.conv_a(x)))
+
+
+class NB201Network(nn.Module):
+    """A NAS-Bench-201 network for one cell; ``forward`` returns ``(N, num_classes)`` logits.
+
+    Parameters
+    ----------
+    arch
+        The official arch string (checked; see :func:`~zc_proxies.spaces.nb201.arch.parse_arch`).
+    num_classes
+        Outputs of the classifier: 10 (CIFAR-10), 100 (CIFAR-100), 120 (ImageNet16-120).
+    channels, cells_per_stage
+        C and N of the skeleton; the benchmark's values are the defaults.
+    """
+
+    def __init__(self, arch: str, num_classes: int, channels: int = C_STEM,
+                 cells_per_stage: int = CELLS_PER_STAGE) -> None:
+        super().__init__()
+        for name, value in (("num_classes", num_classes), ("channels", channels),
+                            ("cells_per_stage", cells_per_stage)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ModelError(f"{name} must be a positive int, got {value!r}")
+        self.arch = arch
+        self.num_classes = num_classes
+        ops = parse_arch(arch)
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, channels, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+        blocks: list[nn.Module] = []
+        c = channels
+        for stage in range(3):
+            if stage > 0:
+                blocks.append(ReductionBlock(c, 2 * c))
+                c *= 2
+            blocks.extend(Cell(ops, c) for _ in range(cells_per_stage))
+        self.cells = nn.ModuleList(blocks)
+        self.lastact = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=False))
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for block in self.cells:
+            x = block(x)
+        x = self.global_pooling(self.lastact(x)).flatten(1)
+        return self.classifier(x)
+
+    def extra_repr(self) -> str:
+        return f"arch={self.arch!r}, num_classes={self.num_classes}"

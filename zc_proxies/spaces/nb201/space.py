@@ -1,0 +1,166 @@
+"""The NAS-Bench-201 search space: 15,625 cells, their networks and their stored results.
+
+Open it with ``zc_proxies.get_space("nb201", data_root)`` (reads
+``<data_root>/nb201/nb201.csv.gz``) or ``get_space("nb201", source=path)``
+with the official ``NAS-Bench-201-v1_0-e61699.pth`` (see :mod:`.bench` for
+what each number means and where it comes from).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import operator
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ...errors import ArchError, DataError, UnknownNameError
+from ..base import SearchSpace, register_space
+from .arch import format_arch, parse_arch
+from .bench import ACCURACY_COLUMNS, DATASETS, FLOP_COLUMNS, NUM_CLASSES, PARAM_COLUMNS, Results, open_results
+from .model import NB201Network
+
+
+class ArchIndexError(UnknownNameError, IndexError):
+    """An architecture index outside the space (an IndexError too, so ``for arch in space`` ends)."""
+
+
+class NB201Space(SearchSpace):
+    """NAS-Bench-201 (Dong & Yang, ICLR 2020) over stored :class:`~.bench.Results`.
+
+    Architectures are the official arch strings
+    (``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``), indexed as in the benchmark.
+    Accuracies are percentages; see :data:`accuracy_keys` for the
+    (dataset, split) pairs that exist.
+    """
+
+    name = "nb201"
+    datasets = DATASETS
+    splits = ("val", "test")
+    #: The (dataset, split) pairs :meth:`accuracy` answers.
+    accuracy_keys: tuple[tuple[str, str], ...] = tuple(ACCURACY_COLUMNS)
+
+    def __init__(self, results: Results) -> None:
+        self.results = results
+        table = results.table
+        self._archs: list[str] = table["arch"].tolist()
+        self._index = {arch: i for i, arch in enumerate(self._archs)}
+        self._columns = {c: table[c].to_numpy(dtype=float) for c in table.columns if c not in ("index", "arch")}
+
+    def __repr__(self) -> str:
+        return f"NB201Space({len(self)} archs from {self.results.source!r})"
+
+    # -- architectures ------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._archs)
+
+    def _position(self, index: Any) -> int:
+        try:
+            i = operator.index(index)
+        except TypeError:
+            raise ArchIndexError(f"a NAS-Bench-201 index must be an int, got {type(index).__name__}") from None
+        if not 0 <= i < len(self._archs):
+            raise ArchIndexError(f"NAS-Bench-201 index {i} is out of range 0..{len(self._archs) - 1}")
+        return i
+
+    def __getitem__(self, index: int) -> str:
+        return self._archs[self._position(index)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(tuple(self._archs))
+
+    def index_of(self, arch: Any) -> int:
+        """The benchmark index of an arch string (or of an index, checked)."""
+        if isinstance(arch, str):
+            canonical = format_arch(parse_arch(arch))
+            if canonical not in self._index:
+                raise UnknownNameError(f"arch {canonical!r} is well formed but not listed in {self.results.source!r}")
+            return self._index[canonical]
+        if isinstance(arch, bool) or not hasattr(arch, "__index__"):
+            raise ArchError(f"a NAS-Bench-201 arch is an arch string or an index, got {type(arch).__name__}")
+        return self._position(arch)
+
+    def arch_key(self, arch: Any) -> str:
+        return self[arch] if not isinstance(arch, str) else format_arch(parse_arch(arch))
+
+    def build(self, arch: Any, num_classes: int) -> nn.Module:
+        """A freshly initialised network for ``arch`` (string or index) with ``num_classes`` outputs."""
+        arch_str = arch if isinstance(arch, str) else self[arch]
+        return NB201Network(format_arch(parse_arch(arch_str)), num_classes)
+
+    # -- stored results -----------------------------------------------------------------------
+    def num_classes(self, dataset: str) -> int:
+        """Classifier outputs for ``dataset``: 10, 10, 100 or 120."""
+        return NUM_CLASSES[self._dataset(dataset)]
+
+    def _dataset(self, dataset: str) -> str:
+        if dataset in self.datasets:
+            return dataset
+        close = difflib.get_close_matches(str(dataset).lower(), self.datasets, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UnknownNameError(f"space 'nb201' has no dataset {dataset!r}{hint} (has: {', '.join(self.datasets)})")
+
+    def _value(self, column: str, index: Any, what: str) -> float:
+        i = self._position(index)
+        value = self._columns[column][i]
+        if math.isnan(value):
+            raise DataError(f"{self.results.source!r} holds no {what} for arch {i} ({self._archs[i]})")
+        return float(value)
+
+    def accuracy(self, index: int, dataset: str, split: str) -> float:
+        """Stored accuracy in percent (hp=200, final epoch, mean over seeds).
+
+        Raises UnknownNameError for an unknown dataset or split, and for the
+        two pairs the benchmark does not hold at this version: ``cifar10`` /
+        ``val`` and ``cifar10-valid`` / ``test``.
+        """
+        dataset = self._dataset(dataset)
+        self.check_split(split)
+        column = ACCURACY_COLUMNS.get((dataset, split))
+        if column is None:
+            pairs = ", ".join(f"{d}/{s}" for d, s in self.accuracy_keys)
+            why = ("the 'cifar10' network is trained on train+valid, so it has only a test accuracy; "
+                   "use 'cifar10-valid'/'val' for a validation accuracy" if dataset == "cifar10" else
+                   "the 'cifar10-valid' network's test accuracy is not in NAS-Bench-201 v1_0 results here; "
+                   "use 'cifar10'/'test'")
+            raise UnknownNameError(f"space 'nb201' has no {split!r} accuracy for {dataset!r}: {why} "
+                                   f"(available: {pairs})")
+        return self._value(column, index, f"{dataset} {split} accuracy")
+
+    def params(self, index: int, dataset: str = "cifar10") -> int:
+        """Trainable parameters of arch ``index`` with ``dataset``'s classifier."""
+        dataset = self._dataset(dataset)
+        return round(self._value(PARAM_COLUMNS[dataset], index, f"{dataset} parameter count") * 1e6)
+
+    def flops(self, index: int, dataset: str = "cifar10") -> float:
+        """FLOPs in millions of one forward pass on one image (counter: ``results.flops_counter``)."""
+        dataset = self._dataset(dataset)
+        return self._value(FLOP_COLUMNS[dataset], index, f"{dataset} FLOPs")
+
+
+_OPTIONS = ("source", "trust_pickle")
+
+
+@register_space("nb201")
+def open_nb201(data_root: str | Path | None = None, **options: Any) -> NB201Space:
+    """Open NAS-Bench-201.
+
+    Parameters
+    ----------
+    data_root
+        Data root holding ``nb201/nb201.csv.gz`` (else ``$ZCBENCH_DATA``).
+    source
+        Optional path to read instead: the official ``NAS-Bench-201-v1_*.pth``
+        or a ``.csv.gz`` table in our layout.
+    trust_pickle
+        Let a ``.pth`` file be unpickled in full (it can run code); needed only
+        if the file holds objects beyond the official layout.
+    """
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise UnknownNameError(f"space 'nb201' has no option(s) {', '.join(unknown)} (options: {', '.join(_OPTIONS)})")
+    return NB201Space(open_results(data_root, options.get("source"),
+                                   trust_pickle=bool(options.get("trust_pickle", False))))
