@@ -10,8 +10,9 @@ synflow's absolute values, make their own copy).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -63,7 +64,7 @@ class Proxy:
     """A registered proxy: its spec and its function."""
 
     spec: ProxySpec
-    fn: Callable[["ScoringContext"], float]
+    fn: Callable[[ScoringContext], float]
 
     @property
     def name(self) -> str:
