@@ -26,3 +26,15 @@ def data_root() -> Path:
 @pytest.fixture(autouse=True, scope="session")
 def _data_env() -> None:
     os.environ.setdefault("ZCBENCH_DATA", str(_data_root()))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One torch thread per test process: the networks here are small, and with pytest-xdist
+    using every core, more threads only contend (several times slower on 2 shared cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

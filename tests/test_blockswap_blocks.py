@@ -14,16 +14,6 @@ from zc_proxies.blockswap import PAPER_POOL, get_net, parse_block
 from zc_proxies.blockswap.blocks import Block, Bottleneck, GroupedPointwise
 from zc_proxies.errors import ArchError, UnknownNameError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids OpenMP waits on a shared, loaded machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 PAPER_NAMES = ["S", "G(2)", "G(4)", "G(8)", "G(16)", "G(N/16)", "G(N/8)", "G(N/4)", "G(N/2)", "G(N)",
                "B(2)", "B(4)", "BG(2,2)", "BG(2,4)", "BG(2,8)", "BG(2,16)", "BG(2,M/16)", "BG(2,M/8)",
                "BG(2,M/4)", "BG(2,M/2)", "BG(2,M)"]

@@ -14,14 +14,6 @@ from zc_proxies.blockswap.blocks import Block
 from zc_proxies.errors import ArchError, DataError, MissingDataError, UnknownNameError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # Turner et al. (ICLR 2020), Table 2: parameters of the teachers / all-standard networks.
 @pytest.mark.parametrize("net, paper_k", [
     ("wrn-40-2", 2243.5), ("wrn-16-2", 691.7), ("wrn-40-1", 563.9), ("wrn-16-1", 175.1),

@@ -23,14 +23,6 @@ from zc_proxies.datasets import minibatch
 from zc_proxies.errors import ArchError, DataError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def cifar(data_root):
     return load_dataset("cifar10", data_root)

@@ -21,13 +21,6 @@ def _count(module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: these nets are tiny at 8x8 pixels, and spinning threads only slow a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -27,13 +27,6 @@ def space(data_root):
     return zc_proxies.get_space("nb201", data_root)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small forward passes run far faster on one thread when the CPUs are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def product_archs():

@@ -19,7 +19,6 @@ from test_nds_fixtures import (
     PNASNET,
     count,
     expected_params,
-    single_thread,  # noqa: F401  (autouse fixture)
 )
 
 from zc_proxies import get_space, list_spaces

@@ -19,18 +19,6 @@ Genotypes are transcribed from the authors' repositories (DARTS layout,
 
 from __future__ import annotations
 
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Run the NDS forward passes on one thread (small convs are much slower with contended threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _g(normal, normal_concat, reduce, reduce_concat):
     return {

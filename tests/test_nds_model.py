@@ -17,7 +17,6 @@ from test_nds_fixtures import (
     count,
     expected_params,
     op_params,
-    single_thread,  # noqa: F401  (autouse fixture)
 )
 from torch import nn
 

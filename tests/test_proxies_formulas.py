@@ -27,13 +27,6 @@ EPS_BN = 1e-5
 SEED = 7
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The networks here are tiny, or batch-1 passes: one torch thread is faster (much, on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class Tiny(nn.Module):

@@ -17,13 +17,6 @@ from zc_proxies.score import score_detailed
 SHARING = ["grad_norm", "snip", "plain", "grasp", "jacob_cov", "epe_nas", "naswot"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The networks here are tiny, or batch-1 passes: one torch thread is faster (much, on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class CountingIdentity(nn.Identity):
