@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from model_state import assert_same, snapshot
 from torch import nn
 
 from zc_proxies import BlockProbe, get_proxy, list_proxies, score
@@ -292,29 +293,6 @@ def test_flops_and_params_equal_the_published_numbers_on_nb201(data_root):
 
 
 # -- generic checks over every registered proxy ---------------------------------------------------------------
-
-
-def snapshot(model: nn.Module) -> dict:
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "grads": {k: None if p.grad is None else p.grad.clone() for k, p in model.named_parameters()},
-        "modes": [m.training for m in model.modules()],
-        "requires_grad": [p.requires_grad for p in model.parameters()],
-        "hooks": [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
-                  for m in model.modules()],
-        "dtype": next(model.parameters()).dtype,
-    }
-
-
-def assert_same(before: dict, after: dict) -> None:
-    for k in before["state"]:
-        assert torch.equal(before["state"][k], after["state"][k]), k
-    for k, g in before["grads"].items():
-        assert (g is None) == (after["grads"][k] is None), k
-        if g is not None:
-            assert torch.equal(g, after["grads"][k]), k
-    for key in ("modes", "requires_grad", "hooks", "dtype"):
-        assert before[key] == after[key], key
 
 
 @pytest.mark.parametrize("name", list_proxies())

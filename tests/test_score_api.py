@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from model_state import assert_same, snapshot
 from torch import nn
 
 import zc_proxies
@@ -25,29 +26,6 @@ def small_net(classes: int = 10) -> nn.Module:
 def batch(n: int = 6, classes: int = 10, channels: int = 3):
     g = torch.Generator().manual_seed(2)
     return torch.randn(n, channels, 12, 12, generator=g), torch.randint(0, classes, (n,), generator=g)
-
-
-def snapshot(model: nn.Module) -> dict:
-    return {
-        "state": {k: v.clone() for k, v in model.state_dict().items()},
-        "grads": {k: None if p.grad is None else p.grad.clone() for k, p in model.named_parameters()},
-        "modes": [m.training for m in model.modules()],
-        "requires_grad": [p.requires_grad for p in model.parameters()],
-        "hooks": [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
-                  for m in model.modules()],
-    }
-
-
-def assert_same(before: dict, after: dict) -> None:
-    assert before["state"].keys() == after["state"].keys()
-    for k in before["state"]:
-        assert torch.equal(before["state"][k], after["state"][k]), k
-    for k, g in before["grads"].items():
-        assert (g is None) == (after["grads"][k] is None), k
-        if g is not None:
-            assert torch.equal(g, after["grads"][k]), k
-    for key in ("modes", "requires_grad", "hooks"):
-        assert before[key] == after[key], key
 
 
 @pytest.mark.parametrize("proxy", ["fisher", "fisher_potential"])

@@ -142,6 +142,15 @@ def kendall(scores: Sequence[float], accuracies: Sequence[float], **kwargs) -> C
     return correlation("kendall", scores, accuracies, **kwargs)
 
 
+def _finite_pairs(scores: Sequence[float], accuracies: Sequence[float],
+                  higher_is_better: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The finite (score, accuracy) pairs, scores negated when lower is better."""
+    x = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(accuracies, dtype=np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    return (x[keep] if higher_is_better else -x[keep]), y[keep]
+
+
 def top_k_overlap(scores: Sequence[float], accuracies: Sequence[float], fraction: float = 0.1, *,
                   higher_is_better: bool = True) -> float:
     """Share of the truly best ``fraction`` of architectures that the proxy also puts in its best ``fraction``.
@@ -149,14 +158,9 @@ def top_k_overlap(scores: Sequence[float], accuracies: Sequence[float], fraction
     Non-finite pairs are left out; ``k = max(1, round(fraction * n))``; NaN when nothing is left.
     Ties are broken by position (stable sort), so the result is deterministic.
     """
-    x = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(accuracies, dtype=np.float64)
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
+    x, y = _finite_pairs(scores, accuracies, higher_is_better)
     if x.size == 0:
         return math.nan
-    if not higher_is_better:
-        x = -x
     k = max(1, int(round(fraction * x.size)))
     by_proxy = set(np.argsort(-x, kind="stable")[:k].tolist())
     by_acc = set(np.argsort(-y, kind="stable")[:k].tolist())
@@ -166,13 +170,8 @@ def top_k_overlap(scores: Sequence[float], accuracies: Sequence[float], fraction
 def top_k_regret(scores: Sequence[float], accuracies: Sequence[float], k: int = 1, *,
                  higher_is_better: bool = True) -> float:
     """Best accuracy overall minus the best accuracy among the proxy's top ``k`` (percentage points)."""
-    x = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(accuracies, dtype=np.float64)
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
+    x, y = _finite_pairs(scores, accuracies, higher_is_better)
     if x.size == 0:
         return math.nan
-    if not higher_is_better:
-        x = -x
     chosen = np.argsort(-x, kind="stable")[:k]
     return float(y.max() - y[chosen].max())
