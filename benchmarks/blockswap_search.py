@@ -25,6 +25,7 @@ import torch
 
 from zc_proxies.blockswap import PAPER_POOL, SearchSettings, get_net, parse_budget, search
 from zc_proxies.blockswap.search import Sampler, candidate_seed, load_dataset
+from zc_proxies.cli import guarded
 
 PAPER_SECONDS = 5 * 60  # "under 5 minutes on a single GPU" for 1,000 candidates on CIFAR-10
 
@@ -115,4 +116,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded("blockswap_search.py", main))

@@ -28,6 +28,7 @@ import torch
 
 import zc_proxies
 from zc_proxies import list_proxies, score
+from zc_proxies.cli import guarded
 from zc_proxies.datasets import data_root, load_cifar, minibatch
 
 
@@ -93,4 +94,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded("proxies_shared_speed.py", main))

@@ -43,6 +43,7 @@ from scipy.stats import spearmanr
 from tqdm import tqdm
 
 from zc_proxies import get_space, score
+from zc_proxies.cli import guarded
 from zc_proxies.datasets import ImageSet, data_root, load_cifar, minibatch
 
 PUBLISHED = -0.28  # NAS-Bench-Suite-Zero, fisher vs validation accuracy, NB101 CIFAR-10
@@ -197,4 +198,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded("reproduce_nb101.py", main))

@@ -11,7 +11,9 @@ beside
   and Benchmarks) reports for 1,000 architectures at batch 64 (``fisher`` only:
   0.50 / 0.54 / 0.48),
 * the same correlation computed here from the published per-architecture scores
-  in ``<data>/nb201/reference_scores/`` (whole reference set), and
+  in ``<data>/nb201/reference_scores/``, over the whole reference set and over
+  this sample's architectures that the reference set holds (the like-for-like
+  published value for every proxy), and
 * the agreement (Spearman) of our per-architecture scores with the published
   ones on the architectures both have.
 
@@ -40,6 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from zc_proxies.cli import guarded
 from zc_proxies.commands.eval import load_source, open_spec, parse_proxies
 from zc_proxies.datasets import data_root
 from zc_proxies.evaluate import EvalConfig, candidate_indices, evaluate, open_store, sample_indices
@@ -144,17 +147,21 @@ def main(argv=None) -> int:
         for proxy in proxies:
             val = next(r for r in table if r.proxy == proxy and r.split == "val")
             test = next(r for r in table if r.proxy == proxy and r.split == "test")
-            pub_whole = agree = None
+            pub_whole = pub_sample = agree = None
             col = COLUMN.get(proxy, proxy)
             if ref is not None and col in ref.columns:
                 acc = [space.accuracy(int(i), val_ds, "val") for i in ref.index]
                 pub_whole = spearman(oriented(ref[col], proxy), acc, n_resamples=0)
+                in_ref = [i for i in indices if i in ref.index]
+                if len(in_ref) >= 3:
+                    pub_sample = spearman(oriented(ref.loc[in_ref, col], proxy),
+                                          [space.accuracy(int(i), val_ds, "val") for i in in_ref], n_resamples=0)
                 ours = {int(r["index"]): r["score"] for r in store.rows()
                         if r["proxy"] == proxy and int(r["seed"]) == args.seed and r["status"] == "ok"}
                 both = [i for i in indices if i in ours and i in ref.index]
                 if len(both) >= 3:
                     agree = spearman([ours[i] for i in both], ref.loc[both, col].to_numpy(), n_resamples=0)
-            lines.append((key, proxy, val, test, PAPER.get(proxy, {}).get(key), pub_whole, agree,
+            lines.append((key, proxy, val, test, PAPER.get(proxy, {}).get(key), pub_whole, pub_sample, agree,
                           source.name + (f" (STAND-IN for {source.stand_in_for})" if source.stand_in_for else "")))
 
     parity_line = None
@@ -179,16 +186,18 @@ def main(argv=None) -> int:
     out = []
     out.append("")
     out.append("| dataset | proxy | n | NaN | failed | ours: Spearman vs val [95% CI] | paper (1,000 archs) "
-               "| ours - paper | published scores vs val (whole ref. set, n) | ours: vs test "
+               "| ours - paper | published scores vs val (whole ref. set, n) "
+               "| published scores vs val (this sample's archs in the ref. set, n) | ours: vs test "
                "| agreement with published per arch (n) | minibatch images |")
-    out.append("|" + "---|" * 12)
-    for key, proxy, val, test, paper, pub, agree, data in lines:
+    out.append("|" + "---|" * 13)
+    for key, proxy, val, test, paper, pub, pub_sample, agree, data in lines:
         s = val.spearman
         diff = f"{s.statistic - paper:+.3f}" if paper is not None else "-"
         out.append(
             f"| {key} | {proxy} | {s.n} | {s.n_nan} | {s.n_error} | {s.statistic:.3f} [{s.ci_low:.3f}, {s.ci_high:.3f}]"
             f" | {paper if paper is not None else '-'} | {diff} | "
-            + (f"{pub.statistic:.3f} ({pub.n})" if pub else "-")
+            + (f"{pub.statistic:.3f} ({pub.n})" if pub else "-") + " | "
+            + (f"{pub_sample.statistic:.3f} ({pub_sample.n})" if pub_sample else "-")
             + f" | {test.spearman.statistic:.3f} | "
             + (f"{agree.statistic:.3f} ({agree.n})" if agree else "-")
             + f" | {data} |")
@@ -211,4 +220,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(guarded("reproduce_nb201.py", main))

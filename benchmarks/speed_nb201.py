@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from zc_proxies.cli import guarded
 from zc_proxies.datasets import data_root
 from zc_proxies.evaluate import EvalConfig, arch_seed, sample_indices, score_arch, setup_worker
 
@@ -132,4 +133,4 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     np.seterr(all="ignore")
-    sys.exit(main())
+    sys.exit(guarded("speed_nb201.py", main))

@@ -10,6 +10,8 @@ import torch
 
 from zc_proxies.datasets import (
     CIFAR10_STATS,
+    ImageSet,
+    balanced_indices,
     data_root,
     load_cifar,
     load_image_folder,
@@ -44,6 +46,42 @@ def test_minibatch_is_seeded_and_normalised(data_root):
     idx = np.sort(np.random.default_rng(5).choice(len(data), 64, replace=False))
     want = (data.images[idx[0]].astype(np.float32) / 255 - np.array(CIFAR10_STATS[0])) / np.array(CIFAR10_STATS[1])
     assert np.allclose(plain[0].permute(1, 2, 0).numpy(), want, atol=1e-6)
+
+
+def test_balanced_minibatch_has_equal_class_counts(data_root):
+    data = load_cifar(data_root, 10, "train")
+    counts = []
+    for seed in range(5):
+        x, y = minibatch(data, 64, seed=seed, sampling="balanced")
+        c = np.bincount(y.numpy(), minlength=10)
+        assert sorted(c) == [6] * 6 + [7] * 4  # 64 = 10 x 6 + 4 classes with one more
+        counts.append(tuple(c))
+        assert x.shape == (64, 3, 32, 32)
+        again, labels = minibatch(data, 64, seed=seed, sampling="balanced")
+        assert torch.equal(again, x) and torch.equal(labels, y)
+    assert len(set(counts)) > 1  # which classes get the extra image is drawn, not fixed
+    _, y = minibatch(data, 20, seed=0, sampling="balanced")
+    assert np.bincount(y.numpy(), minlength=10).tolist() == [2] * 10
+    # Uniform draws vary the class mix; the balanced draw does not.
+    pairs = {int((np.bincount(minibatch(data, 64, seed=s)[1].numpy(), minlength=10) ** 2).sum()) for s in range(5)}
+    assert len(pairs) > 1
+
+
+def test_balanced_indices_are_distinct_and_errors_name_the_short_class():
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 5 + [1] * 5 + [2] * 2)
+    for seed in range(10):  # the extra image never goes to class 2, which has none to spare
+        idx = balanced_indices(labels, 8, np.random.default_rng(seed))
+        assert len(set(idx.tolist())) == 8 and sorted(np.bincount(labels[idx]).tolist()) == [2, 3, 3]
+    idx = balanced_indices(labels, 7, rng)
+    assert len(set(idx.tolist())) == 7 and np.bincount(labels[idx])[2] == 2
+    with pytest.raises(DataError, match="class 2 has 2 < 3"):
+        balanced_indices(labels, 9, np.random.default_rng(0))
+    with pytest.raises(DataError, match="only 2 classes have more than 2 images, 3 must"):
+        balanced_indices(np.array([0] * 3 + [1] * 3 + [2] * 2 + [3] * 2), 11, np.random.default_rng(0))
+    data = ImageSet("tiny", np.zeros((12, 8, 8, 3), np.uint8), labels, 3, (0.5,) * 3, (0.5,) * 3, 8, "mem")
+    with pytest.raises(ValueError, match="unknown minibatch sampling 'stratified'"):
+        minibatch(data, 4, seed=0, sampling="stratified")
 
 
 def test_data_root_errors(tmp_path, monkeypatch):

@@ -102,6 +102,33 @@ def test_stand_in_is_announced_recorded_and_footnoted(tmp_path, data_root, capsy
     assert read_csv(out / "correlations.csv")[0]["target"] == "cifar100"
 
 
+def test_balanced_batch_is_used_stored_and_footnoted(tmp_path, data_root, capsys):
+    import torch
+
+    from zc_proxies import score
+    from zc_proxies.datasets import load_cifar, minibatch
+
+    out = tmp_path / "bal"
+    args = ["eval", "--proxy", "epe_nas", "--space", "nb201-cifar10", "--sample", "3", "--balanced-batch",
+            "--out", str(out), "--data", str(data_root), "--no-plot"] + FAST
+    assert main(args) == 0
+    assert "one class-balanced minibatch of 16" in capsys.readouterr().out
+    header = json.loads((out / "scores.jsonl").read_text().splitlines()[0])
+    assert header["settings"]["sampling"] == "balanced"
+    assert "class-balanced minibatch" in (out / "correlations.md").read_text()
+    # The stored score is epe_nas on the balanced batch of the row's seed, on the network built under that seed.
+    row = store_rows(out / "scores.jsonl")[0]
+    space = get_space("nb201", data_root)
+    x, y = minibatch(load_cifar(data_root, 10, "train"), 16, row["arch_seed"], sampling="balanced")
+    assert sorted(torch.bincount(y, minlength=10).tolist()) == [1] * 4 + [2] * 6
+    torch.manual_seed(row["arch_seed"])
+    model = space.build(space[row["index"]], 10)
+    assert score(model, (x, y), proxy="epe_nas") == pytest.approx(row["score"], rel=1e-9)
+    # The same folder without --balanced-batch is refused, naming the setting.
+    assert main([a for a in args if a != "--balanced-batch"]) == 2
+    assert "sampling: stored 'balanced', now 'uniform'" in capsys.readouterr().err
+
+
 def test_space_spec_parsing(data_root):
     assert split_spec("nb201-cifar10", ["nb201", "nds-darts"]) == ("nb201", "cifar10")
     assert split_spec("nds-darts", ["nb201", "nds", "nds-darts"]) == ("nds-darts", None)

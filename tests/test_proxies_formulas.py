@@ -378,6 +378,22 @@ def _reference_benchmark():
     return module
 
 
+def test_repeat_agreement_averages_ranks_over_common_architectures():
+    bench = _reference_benchmark()
+    theirs = pd.Series([1.0, 2.0, 3.0, 4.0, 5.0], index=[10, 11, 12, 13, 14])
+    # Two runs that swap one neighbouring pair each, in different places; one architecture failed in run 2.
+    run1 = {10: 1.0, 11: 3.0, 12: 2.0, 13: 4.0, 14: 5.0}
+    run2 = {10: 10.0, 11: 20.0, 12: 30.0, 13: 50.0}
+    within, mean = bench.repeat_agreement([run1, run2], theirs)
+    # common = 10..13; ranks run1 [1, 3, 2, 4], run2 [1, 2, 3, 4]: Spearman 1 - 6*2/(4*15) = 0.8
+    assert within == pytest.approx(0.8)
+    # mean ranks [1, 2.5, 2.5, 4] against [1, 2, 3, 4]
+    from scipy.stats import spearmanr
+
+    assert mean == pytest.approx(spearmanr([1, 2.5, 2.5, 4], [1, 2, 3, 4])[0])
+    assert bench.repeat_agreement([run1, run1], theirs)[0] == pytest.approx(1.0)
+
+
 def test_weight_only_proxies_rank_like_the_published_scores(data_root):
     """l2_norm and synflow need one sample's pass at most: Spearman >= 0.9 on 12 seeded archs.
 

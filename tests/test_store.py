@@ -105,6 +105,14 @@ def test_other_settings_are_refused_naming_the_setting(tmp_path, key, value):
     assert settings_difference(SETTINGS, other) == [f"{key}: stored {SETTINGS[key]!r}, now {value!r}"]
 
 
+def test_a_later_setting_missing_from_an_old_store_reads_as_its_default(tmp_path):
+    path = tmp_path / "s.jsonl"
+    ScoreStore(path, SETTINGS).append([make_row(1)])  # written before "sampling" existed
+    assert len(ScoreStore(path, {**SETTINGS, "sampling": "uniform"}).rows()) == 1
+    with pytest.raises(DataError, match=r"sampling: stored 'uniform', now 'balanced'"):
+        ScoreStore(path, {**SETTINGS, "sampling": "balanced"})
+
+
 def test_other_proxy_version_is_refused(tmp_path):
     path = tmp_path / "s.jsonl"
     ScoreStore(path, SETTINGS).append([make_row(1, version="1"), make_row(1, proxy="snip", version="3")])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .errors import ZCBenchError
 
@@ -27,17 +27,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def guarded(name: str, run: Callable[[], int | None]) -> int:
+    """Run a command's body; a :class:`ZCBenchError` becomes one line on stderr and exit status 2.
+
+    The benchmark scripts use it too, so bad input (a missing data root, a
+    corrupt file) reads as a sentence naming the problem, not a traceback.
+    """
+    try:
+        return int(run() or 0)
+    except ZCBenchError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; finished scores are kept", file=sys.stderr)
+        return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``zcbench`` console script."""
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except ZCBenchError as exc:
-        print(f"zcbench {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"zcbench {args.command}: interrupted; finished scores are kept", file=sys.stderr)
-        return 130
+    return guarded(f"zcbench {args.command}", lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -232,10 +232,43 @@ def _crop(img: np.ndarray, size: int, pad: int, rng: np.random.Generator | None)
     return out
 
 
-def minibatch(data: ImageSet, batch_size: int, seed: int, *, augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+SAMPLINGS = ("uniform", "balanced")
+
+
+def balanced_indices(labels: np.ndarray, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """``batch_size`` distinct image indices with as equal a count per class as the batch allows.
+
+    Every class present in ``labels`` gets ``batch_size // C`` images; the
+    ``batch_size % C`` left over go to as many classes drawn at random (among
+    those with an image to spare), one each. The class counts, and so the
+    number of same-class pairs, are then the same for every draw;
+    label-grouping proxies such as ``epe_nas`` lose the variance that a
+    uniform draw's random class mix adds to them.
+    """
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    per_class, extra = divmod(batch_size, len(classes))
+    short = [f"class {c} has {n} < {per_class}" for c, n in zip(classes, counts) if n < per_class]
+    spare = np.flatnonzero(counts > per_class)
+    if short or len(spare) < extra:
+        why = "; ".join(short[:5]) or f"only {len(spare)} classes have more than {per_class} images, {extra} must"
+        raise DataError(f"a class-balanced batch of {batch_size} over {len(classes)} classes needs more images "
+                        f"per class: {why}")
+    want = np.full(len(classes), per_class, dtype=np.int64)
+    want[rng.choice(spare, size=extra, replace=False)] += 1
+    picked = [rng.choice(np.flatnonzero(labels == c), size=w, replace=False) for c, w in zip(classes, want) if w]
+    return np.sort(np.concatenate(picked))
+
+
+def minibatch(data: ImageSet, batch_size: int, seed: int, *, augment: bool = True,
+              sampling: str = "uniform") -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded minibatch: ``batch_size`` distinct images, normalised, with integer targets.
 
-    The same ``(data, batch_size, seed, augment)`` always gives the same tensors.
+    The same ``(data, batch_size, seed, augment, sampling)`` always gives the
+    same tensors. ``sampling="uniform"`` draws the images uniformly without
+    replacement (each architecture then sees its own random class mix, as in
+    NAS-Bench-Suite-Zero); ``"balanced"`` draws an equal number per class
+    (:func:`balanced_indices`, the "grasp" data loading of zero-cost-nas).
     With ``augment`` the usual training augmentation is applied (random crop
     after zero padding, and horizontal flip), drawn from the same seed.
     """
@@ -243,8 +276,13 @@ def minibatch(data: ImageSet, batch_size: int, seed: int, *, augment: bool = Tru
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if batch_size > len(data):
         raise DataError(f"{data.name} at {data.source!r} has {len(data)} images, fewer than batch size {batch_size}")
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"unknown minibatch sampling {sampling!r} (known: {', '.join(SAMPLINGS)})")
     rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(len(data), size=batch_size, replace=False))
+    if sampling == "balanced":
+        idx = balanced_indices(data.labels, batch_size, rng)
+    else:
+        idx = np.sort(rng.choice(len(data), size=batch_size, replace=False))
     aug = rng if augment else None
     crops = []
     for i in idx:

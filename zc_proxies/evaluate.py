@@ -70,6 +70,10 @@ class EvalConfig:
         and processes scale better than threads on these small networks.
     augment
         Training augmentation (pad-crop, flip) on the minibatch, as the benchmarks train.
+    sampling
+        How each minibatch's images are drawn: ``"uniform"`` (the default, as
+        NAS-Bench-Suite-Zero) or ``"balanced"`` (equal images per class; see
+        :func:`zc_proxies.datasets.balanced_indices`).
     imports
         Modules every worker imports first, so spaces and proxies registered
         by user code (not by an installed entry point) exist in spawned workers.
@@ -84,6 +88,7 @@ class EvalConfig:
     device: str = "cpu"
     threads: int | None = 1
     augment: bool = True
+    sampling: str = "uniform"
     imports: tuple[str, ...] = ()
 
 
@@ -121,6 +126,7 @@ def store_settings(config: EvalConfig, source: MinibatchSource, num_classes: int
         "num_classes": num_classes,
         "batch_size": config.batch_size,
         "augment": config.augment,
+        "sampling": config.sampling,
         **source.settings(),
     }
 
@@ -180,7 +186,7 @@ def score_arch(state: WorkerState, item: tuple[int, tuple[str, ...]]) -> list[di
     model = batch = None
     if build_error is None:
         try:
-            batch = state.source.batch(cfg.batch_size, seed, cfg.augment)
+            batch = state.source.batch(cfg.batch_size, seed, cfg.augment, cfg.sampling)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 model = state.space.build(arch, state.num_classes)

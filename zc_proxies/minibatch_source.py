@@ -72,9 +72,10 @@ class MinibatchSource:
     data: ImageSet
     note: str
 
-    def batch(self, batch_size: int, seed: int, augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, batch_size: int, seed: int, augment: bool = True,
+              sampling: str = "uniform") -> tuple[torch.Tensor, torch.Tensor]:
         """The seeded minibatch for one architecture (see :func:`zc_proxies.datasets.minibatch`)."""
-        return minibatch(self.data, batch_size, seed, augment=augment)
+        return minibatch(self.data, batch_size, seed, augment=augment, sampling=sampling)
 
     def settings(self) -> dict[str, object]:
         """The fields that go into a store's settings and rows."""

@@ -71,6 +71,7 @@ class ReportContext:
     targets: tuple[tuple[str, str], ...]
     n_resamples: int = 1000
     extra_notes: tuple[str, ...] = field(default=())
+    sampling: str = "uniform"
 
 
 def summarise(rows: Iterable[Mapping[str, Any]], space: SearchSpace, targets: Mapping[str, str],
@@ -143,7 +144,8 @@ def footnotes(ctx: ReportContext, table: Sequence[TableRow]) -> list[str]:
     n = max((r.n_archs for r in table), default=0)
     notes = [
         f"{ctx.spec}: {n} architectures of space {ctx.space}, networks built for {ctx.dataset} "
-        f"({ctx.num_classes} classes), seed {ctx.seed}; one minibatch of {ctx.batch_size} "
+        f"({ctx.num_classes} classes), seed {ctx.seed}; one "
+        f"{'class-balanced ' if ctx.sampling == 'balanced' else ''}minibatch of {ctx.batch_size} "
         f"{ctx.data_source} images per architecture{' with training augmentation' if ctx.augment else ''}.",
     ]
     if ctx.stand_in_for:

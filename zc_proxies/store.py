@@ -114,11 +114,19 @@ def _parse(path: Path) -> _Parsed:
     return parsed
 
 
+#: Settings added after stores were first written, with the value a store that lacks them was made under.
+SETTING_DEFAULTS: Mapping[str, Any] = {"sampling": "uniform"}
+
+
 def settings_difference(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
-    """Descriptions of every setting that differs between two settings dicts."""
+    """Descriptions of every setting that differs between two settings dicts.
+
+    A setting of :data:`SETTING_DEFAULTS` that one side lacks counts as its default.
+    """
     out = []
     for key in sorted(set(stored) | set(wanted)):
-        a, b = stored.get(key, "<unset>"), wanted.get(key, "<unset>")
+        unset = SETTING_DEFAULTS.get(key, "<unset>")
+        a, b = stored.get(key, unset), wanted.get(key, unset)
         if a != b:
             out.append(f"{key}: stored {a!r}, now {b!r}")
     return out

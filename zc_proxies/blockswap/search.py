@@ -277,42 +277,65 @@ def search(settings: SearchSettings, *, data: ImageSet | None = None, data_dir: 
     on_candidate
         Called with each newly scored row.
     """
-    start = time.perf_counter()
     spec = get_net(settings.net)
     k = settings.classes
     sampler = Sampler(spec, settings.pool, k, settings.budget, settings.tolerance, settings.max_draws)
     fingerprint = settings.fingerprint()
 
-    done: dict[int, dict[str, Any]] = {}
-    cstore = CandidateStore(store) if store is not None else None
-    if cstore is not None:
-        for row in cstore.read():
-            if row.get("search") != fingerprint:
-                raise DataError(_mismatch(cstore.path, row.get("search"), fingerprint))
-            if not isinstance(row.get("index"), int) or row.get("status") not in ("ok", "nan", "error"):
-                raise DataError(f"candidate store {str(cstore.path)!r}: a row lacks an integer 'index' or a "
-                                f"known 'status': {json.dumps(row)[:200]}")
-            done[row["index"]] = row
-        cstore.repair()
+    def prepare(todo: list[int]) -> Callable[[int], dict[str, Any]]:
+        images = data
+        if images is None and todo:
+            images = load_dataset(settings.dataset, data_dir)
+        if images is not None and images.num_classes > k:
+            raise DataError(f"{images.name} has {images.num_classes} classes but the network head has {k}")
+        shared = minibatch(images, settings.batch_size, settings.seed) if (settings.shared_batch and todo) else None
+        return lambda i: _run_candidate(i, settings, spec, sampler, fingerprint, images, shared, device)
 
-    todo = [i for i in range(settings.samples) if i not in done]
-    if data is None and todo:
-        data = load_dataset(settings.dataset, data_dir)
-    if data is not None and data.num_classes > k:
-        raise DataError(f"{data.name} has {data.num_classes} classes but the network head has {k}")
-    shared = minibatch(data, settings.batch_size, settings.seed) if (settings.shared_batch and todo) else None
+    return run_search(settings.samples, fingerprint, store, prepare, feasible=sampler.range, progress=progress,
+                      desc=f"blockswap {spec.name} {settings.budget:,}", on_candidate=on_candidate)
+
+
+def read_candidates(store: CandidateStore, fingerprint: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """The stored candidates by index; rows of another search or without index/status are refused."""
+    done: dict[int, dict[str, Any]] = {}
+    for row in store.read():
+        if row.get("search") != fingerprint:
+            raise DataError(_mismatch(store.path, row.get("search"), fingerprint))
+        if not isinstance(row.get("index"), int) or row.get("status") not in ("ok", "nan", "error"):
+            raise DataError(f"candidate store {str(store.path)!r}: a row lacks an integer 'index' or a "
+                            f"known 'status': {json.dumps(row)[:200]}")
+        done[row["index"]] = row
+    store.repair()
+    return done
+
+
+def run_search(samples: int, fingerprint: dict[str, Any], store: str | Path | None,
+               prepare: Callable[[list[int]], Callable[[int], dict[str, Any]]], *, feasible: tuple[int, int],
+               desc: str, progress: bool = True,
+               on_candidate: Callable[[dict[str, Any]], None] | None = None) -> SearchResult:
+    """Score candidates ``0..samples-1`` not yet in ``store``, appending each row as it comes; pick the best.
+
+    ``prepare(todo)`` is called once with the indices still to score (so data
+    is loaded only when something is left) and returns the function that
+    scores one candidate index into a store row. Shared by every BlockSwap
+    search task (classification, detection).
+    """
+    start = time.perf_counter()
+    cstore = CandidateStore(store) if store is not None else None
+    done = read_candidates(cstore, fingerprint) if cstore is not None else {}
+    todo = [i for i in range(samples) if i not in done]
+    score_one = prepare(todo)
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=settings.samples, initial=settings.samples - len(todo), unit="cand",
-                   desc=f"blockswap {spec.name} {settings.budget:,}", dynamic_ncols=True)
-    best = _best(r for i, r in done.items() if i < settings.samples)
+        bar = tqdm(total=samples, initial=samples - len(todo), unit="cand", desc=desc, dynamic_ncols=True)
+    best = _best(r for i, r in done.items() if i < samples)
     try:
         with cstore if cstore is not None else contextlib.nullcontext():
             for i in todo:
-                row = _run_candidate(i, settings, spec, sampler, fingerprint, data, shared, device)
+                row = score_one(i)
                 done[i] = row
                 if cstore is not None:
                     cstore.append(row)
@@ -328,11 +351,31 @@ def search(settings: SearchSettings, *, data: ImageSet | None = None, data_dir: 
         if bar is not None:
             bar.close()
 
-    rows = [done[i] for i in sorted(done) if i < settings.samples]
+    rows = [done[i] for i in sorted(done) if i < samples]
     best = _best(rows)
     if best is None:
         raise ZCBenchError(f"none of the {len(rows)} candidates could be scored (see the store's messages)")
-    return SearchResult(best, rows, len(todo), time.perf_counter() - start, sampler.range)
+    return SearchResult(best, rows, len(todo), time.perf_counter() - start, feasible)
+
+
+def scored_row(row: dict[str, Any], fingerprint: dict[str, Any], started: float,
+               compute: Callable[[dict[str, Any]], float]) -> dict[str, Any]:
+    """``row`` completed with ``compute(row)`` as its score and a status; failures are recorded, not raised.
+
+    A :class:`NonFiniteScoreError` gives status ``nan``; a torch failure (out
+    of memory, ...) status ``error``, so that one bad candidate does not end
+    the search. ``compute`` may add fields to the row.
+    """
+    try:
+        row["score"] = compute(row)
+        row["status"], row["message"] = "ok", None
+    except NonFiniteScoreError as exc:
+        row["score"], row["status"], row["message"] = None, "nan", str(exc)
+    except RuntimeError as exc:
+        row["score"], row["status"], row["message"] = None, "error", f"{type(exc).__name__}: {exc}"
+    row["seconds"] = round(time.perf_counter() - started, 6)
+    row["search"] = fingerprint
+    return row
 
 
 def _run_candidate(i: int, settings: SearchSettings, spec: NetSpec, sampler: Sampler,
@@ -348,18 +391,13 @@ def _run_candidate(i: int, settings: SearchSettings, spec: NetSpec, sampler: Sam
         "blocks": list(config.blocks), "params": params, "draws": draws,
         "batch_size": settings.batch_size, "batch_seed": batch_seed,
     }
-    try:
+
+    def compute(_row: dict[str, Any]) -> float:
         assert data is not None
         batch = shared if shared is not None else minibatch(data, settings.batch_size, seed)
-        row["score"] = score_configuration(config, batch, seed, device, settings.channels_last)
-        row["status"], row["message"] = "ok", None
-    except NonFiniteScoreError as exc:
-        row["score"], row["status"], row["message"] = None, "nan", str(exc)
-    except RuntimeError as exc:  # torch failures (out of memory...) are recorded, the search goes on
-        row["score"], row["status"], row["message"] = None, "error", f"{type(exc).__name__}: {exc}"
-    row["seconds"] = round(time.perf_counter() - t0, 6)
-    row["search"] = fingerprint
-    return row
+        return score_configuration(config, batch, seed, device, settings.channels_last)
+
+    return scored_row(row, fingerprint, t0, compute)
 
 
 def _best(rows: Any) -> dict[str, Any] | None:

@@ -1,4 +1,5 @@
-"""``zcbench blockswap search|params``: BlockSwap's Fisher-potential search under a parameter budget."""
+"""``zcbench blockswap search|params|train|distill``: BlockSwap's Fisher-potential search under a parameter
+budget, and the training of the teacher and of the chosen student (attention transfer)."""
 
 from __future__ import annotations
 
@@ -30,10 +31,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument("--tolerance", type=float, default=0.025, help="relative window around the budget (0.025)")
     s.add_argument("--samples", type=int, default=1000, help="number of candidates (1000)")
     s.add_argument("--seed", type=int, default=0, help="search seed (0)")
-    s.add_argument("--batch-size", type=int, default=128, help="images in the scoring minibatch (128)")
-    s.add_argument("--dataset", choices=["cifar10", "cifar100", "imagenet"], default=None,
-                   help="training images (default: cifar10 for WRN, imagenet for ResNet)")
-    s.add_argument("--classes", type=int, default=None, help="network head size (default: the dataset's)")
+    s.add_argument("--batch-size", type=int, default=None,
+                   help="images in the scoring minibatch (128; 2 with --dataset coco)")
+    s.add_argument("--dataset", choices=["cifar10", "cifar100", "imagenet", "coco"], default=None,
+                   help="training images (default: cifar10 for WRN, imagenet for ResNet); coco: rank Mask R-CNN "
+                        "backbones (resnet-34) by the Fisher potential of the detection loss, budgeting the "
+                        "backbone body (stem + blocks)")
+    s.add_argument("--classes", type=int, default=None,
+                   help="network head size (default: the dataset's; 91 COCO category ids with coco)")
+    s.add_argument("--min-size", type=int, default=800, help="coco: Mask R-CNN's shorter image side (800)")
+    s.add_argument("--max-size", type=int, default=1333, help="coco: Mask R-CNN's longest image side (1333)")
     s.add_argument("--shared-batch", action="store_true",
                    help="score all candidates on one minibatch (default: each its own, as the authors' code)")
     s.add_argument("--channels-last", action="store_true",
@@ -53,6 +60,49 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--classes", type=int, default=None, help="head size (default: 10 for WRN, 1000 for ResNet)")
     c.set_defaults(func=run_params)
 
+    t = sub.add_parser("train", help="train a network from scratch (the teacher, or any configuration)",
+                       description="Train NET (all standard blocks) or a configuration file's network with "
+                                   "cross-entropy, BlockSwap's CIFAR recipe. Resumable: rerun to continue.")
+    t.add_argument("--net", default=None, help="network skeleton when no --config is given (default: wrn-40-2)")
+    t.add_argument("--config", default=None, help="configuration JSON (e.g. a search's --out) instead of --net")
+    t.add_argument("--classes", type=int, default=None, help="head size with --net (default: the dataset's)")
+    _add_training_options(t)
+    t.set_defaults(func=run_train)
+
+    d = sub.add_parser("distill", help="train a configuration with attention transfer from a trained teacher",
+                       description="Train the configuration from scratch with cross-entropy plus attention "
+                                   "transfer (beta * 3/stages * sum of the stages' AT losses) from a frozen teacher. "
+                                   "Resumable: rerun to continue.")
+    d.add_argument("--config", required=True, help="configuration JSON of the student (e.g. a search's --out)")
+    d.add_argument("--teacher", required=True, help="teacher: a 'blockswap train' output folder or its model.pt")
+    d.add_argument("--teacher-net", default=None,
+                   help="skeleton the teacher must have (default: the student's); another depth with the same "
+                        "stages works too, e.g. a wrn-40-2 teacher for a wrn-16-2 student")
+    d.add_argument("--beta", type=float, default=1e3, help="attention-transfer weight beta (1000)")
+    _add_training_options(d)
+    d.set_defaults(func=run_distill)
+
+
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, default=200, help="epochs; the cosine schedule spans them (200)")
+    p.add_argument("--batch-size", type=int, default=128, help="minibatch size (128)")
+    p.add_argument("--lr", type=float, default=0.1, help="initial learning rate (0.1)")
+    p.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay (5e-4)")
+    p.add_argument("--cutout", type=int, default=16,
+                   help="side of the Cutout square, as BlockSwap's code (16); 0 for crop and flip only")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, batch order, augmentation, holdout (0)")
+    p.add_argument("--dataset", choices=["cifar10", "cifar100"], default="cifar10", help="training images (cifar10)")
+    p.add_argument("--holdout", type=int, default=0,
+                   help="training images kept out of training and evaluated after each epoch (0)")
+    p.add_argument("--train-images", type=int, default=None,
+                   help="train on this many (seeded) of the remaining training images (default: all)")
+    p.add_argument("--no-test", action="store_true", help="do not evaluate on the official test batch")
+    p.add_argument("--data", default=None, help="data root (default: $ZCBENCH_DATA)")
+    p.add_argument("--out", required=True, help="output folder: checkpoint.pt, history.json/.csv, model.pt")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1...)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="hide the per-epoch progress bar")
+
 
 def run_search(args: argparse.Namespace) -> int:
     import torch
@@ -67,8 +117,10 @@ def run_search(args: argparse.Namespace) -> int:
     dataset = args.dataset or ("cifar10" if spec.family == "wrn" else "imagenet")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ZCBenchError(f"--device {args.device}: CUDA is not available on this machine")
+    if dataset == "coco":
+        return _run_detection_search(args)
     settings = SearchSettings(net=spec.name, budget=args.budget, samples=args.samples, seed=args.seed,
-                              batch_size=args.batch_size, tolerance=args.tolerance, dataset=dataset,
+                              batch_size=args.batch_size or 128, tolerance=args.tolerance, dataset=dataset,
                               num_classes=args.classes, shared_batch=args.shared_batch,
                               channels_last=args.channels_last)
     result = search(settings, data_dir=args.data, store=args.store, device=args.device,
@@ -81,6 +133,36 @@ def run_search(args: argparse.Namespace) -> int:
     print(f"best of {len(result.rows)} candidates (index {best['index']}, {failed} not scored): "
           f"{best['params']:,} parameters, {PROXY} {best['score']:.6g}")
     print(f"feasible range {result.feasible[0]:,}..{result.feasible[1]:,}; "
+          f"{result.scored} scored in {result.seconds:.1f} s; winner written to {args.out}")
+    return 0
+
+
+def _run_detection_search(args: argparse.Namespace) -> int:
+    from ..blockswap.config import Configuration
+    from ..blockswap.detection import TASK, DetectionSearchSettings, search_detection
+    from ..blockswap.search import PROXY
+
+    if args.channels_last:
+        raise ZCBenchError("--channels-last is not supported with --dataset coco")
+    try:
+        settings = DetectionSearchSettings(
+            net=args.net, budget=args.budget, samples=args.samples, seed=args.seed, batch_size=args.batch_size or 2,
+            tolerance=args.tolerance, min_size=args.min_size, max_size=args.max_size,
+            shared_batch=args.shared_batch, **({} if args.classes is None else {"num_classes": args.classes}))
+    except ValueError as exc:
+        raise ZCBenchError(str(exc)) from None
+    result = search_detection(settings, data_dir=args.data, store=args.store, device=args.device,
+                              progress=not args.no_progress)
+    best = result.best
+    config = Configuration(best["net"], tuple(best["blocks"]), best["num_classes"])
+    config.save(args.out, task=TASK, params=best["params"], backbone_params=best["backbone_params"],
+                detector_params=best["detector_params"], score=best["score"], seed=best["seed"],
+                index=best["index"], proxy=PROXY, search=best["search"], samples=settings.samples)
+    failed = sum(r["status"] != "ok" for r in result.rows)
+    print(f"best of {len(result.rows)} Mask R-CNN backbones on {best['search']['dataset']} (index {best['index']}, "
+          f"{failed} not scored): {best['params']:,} body parameters ({best['backbone_params']:,} with the FPN, "
+          f"{best['detector_params']:,} in the detector), {PROXY} {best['score']:.6g}")
+    print(f"feasible body range {result.feasible[0]:,}..{result.feasible[1]:,}; "
           f"{result.scored} scored in {result.seconds:.1f} s; winner written to {args.out}")
     return 0
 
@@ -101,3 +183,95 @@ def run_params(args: argparse.Namespace) -> int:
     lo, hi = feasible_range(spec, num_classes=k)
     print(f"feasible range over the paper's block pool: {lo:,}..{hi:,} parameters")
     return 0
+
+
+def _settings(args: argparse.Namespace, beta: float | None = None):
+    from ..blockswap.train import TrainSettings
+
+    try:
+        return TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                             weight_decay=args.weight_decay, cutout=args.cutout, seed=args.seed,
+                             **({} if beta is None else {"beta": beta}))
+    except ValueError as exc:
+        raise ZCBenchError(str(exc)) from None
+
+
+def _prepare(args: argparse.Namespace):
+    import torch
+
+    from ..blockswap.trainset import load_training_data
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ZCBenchError(f"--device {args.device}: CUDA is not available on this machine")
+    data, evals, notes = load_training_data(args.dataset, args.data, holdout=args.holdout,
+                                            limit=args.train_images, seed=args.seed, test=not args.no_test)
+    for note in notes:
+        print(f"note: {note}")
+    described = ", ".join(f"{name} {len(ds):,}" for name, ds in evals.items()) or "none"
+    print(f"training on {len(data):,} {data.name} images; evaluated after each epoch: {described}")
+    return data, evals
+
+
+def _report(row: dict) -> None:
+    parts = [f"epoch {row['epoch']}", f"lr {row['lr']:.4g}", f"loss {row['train_loss']:.4f}",
+             f"acc {row['train_acc']:.2f}%"]
+    if "train_at" in row:
+        parts.append(f"(ce {row['train_ce']:.4f}, at {row['train_at']:.4g})")
+    for key in row:
+        if key.endswith("_acc") and not key.startswith("train"):
+            name = key[:-4]
+            parts.append(f"| {name} loss {row[name + '_loss']:.4f} acc {row[key]:.2f}%")
+    print("  ".join(parts) + f"  [{row['seconds']:.1f} s]", flush=True)
+
+
+def _finish(result, args: argparse.Namespace, what: str) -> int:
+    if result.resumed_from:
+        print(f"resumed after epoch {result.resumed_from} from {result.out}")
+    final = result.final
+    accs = ", ".join(f"{k[:-4]} {final[k]:.2f}%" for k in final if k.endswith("_acc"))
+    print(f"{what} done: {len(result.history)} epochs; final accuracy {accs}; "
+          f"network in {result.out / 'model.pt'}, history in {result.out / 'history.csv'}")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ..blockswap.config import Configuration
+    from ..blockswap.networks import get_net
+    from ..blockswap.train import train
+
+    settings = _settings(args)
+    if args.config:
+        config = Configuration.load(args.config)
+        if args.net is not None and get_net(args.net).name != config.net:
+            raise ZCBenchError(f"--net {args.net} disagrees with --config {args.config} (a {config.net} configuration)")
+        if args.classes is not None and args.classes != config.num_classes:
+            raise ZCBenchError(f"--classes {args.classes} disagrees with --config {args.config} "
+                               f"({config.num_classes} classes)")
+    else:
+        spec = get_net(args.net or "wrn-40-2")
+        classes = args.classes if args.classes is not None else (10 if args.dataset == "cifar10" else 100)
+        config = Configuration.create(spec, spec.standard(), classes)
+    data, evals = _prepare(args)
+    print(f"training {config.net} ({config.params:,} parameters) for {settings.epochs} epochs into {args.out}")
+    result = train(config, data, settings, args.out, eval_sets=evals, device=args.device,
+                   progress=not args.no_progress, on_epoch=_report)
+    return _finish(result, args, "training")
+
+
+def run_distill(args: argparse.Namespace) -> int:
+    from ..blockswap.checkpoint import load_network
+    from ..blockswap.config import Configuration
+    from ..blockswap.train import distill
+
+    settings = _settings(args, beta=args.beta)
+    config = Configuration.load(args.config)
+    teacher, record = load_network(args.teacher, net=args.teacher_net or config.net, device=args.device)
+    data, evals = _prepare(args)
+    print(f"distilling {config.net} ({config.params:,} parameters) from a {record['net']} teacher "
+          f"({sum(p.numel() for p in teacher.parameters()):,} parameters), beta {settings.beta:g}, "
+          f"{settings.epochs} epochs, into {args.out}")
+    result = distill(config, teacher, data, settings, args.out, eval_sets=evals, device=args.device,
+                     progress=not args.no_progress, on_epoch=_report)
+    return _finish(result, args, "distillation")

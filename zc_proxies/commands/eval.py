@@ -68,6 +68,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap resamples (default: 1000)")
     p.add_argument("--no-augment", dest="augment", action="store_false",
                    help="no pad-crop/flip augmentation on the minibatch")
+    p.add_argument("--balanced-batch", dest="sampling", action="store_const", const="balanced", default="uniform",
+                   help="draw each minibatch with an equal number of images per class instead of uniformly; "
+                        "removes the class-mix variance of label-grouping proxies such as epe_nas")
     p.add_argument("--no-plot", dest="plot", action="store_false", help="skip the scatter plot")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                    help="import MODULE first (and in every worker): registers your own proxies or spaces")
@@ -115,7 +118,7 @@ def make_context(spec: SpaceSpec, num_classes: int, batch_size: int, seed: int, 
                          batch_size=batch_size, seed=seed, augment=augment,
                          data_source=str(settings.get("data_source")), stand_in_for=settings.get("stand_in_for"),
                          source_note=source_note, targets=spec.targets, n_resamples=n_resamples,
-                         extra_notes=tuple(extra))
+                         extra_notes=tuple(extra), sampling=str(settings.get("sampling", "uniform")))
 
 
 def report(out: Path, stem: str, rows: list[dict], space: SearchSpace, ctx: ReportContext,
@@ -155,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     workers = max(1, args.workers)
     config = EvalConfig(space=spec.space, dataset=spec.dataset, proxies=proxies, batch_size=args.batch_size,
                         seed=args.seed, data_root=str(root), device=args.device,
-                        threads=max(1, args.threads), augment=args.augment,
+                        threads=max(1, args.threads), augment=args.augment, sampling=args.sampling,
                         imports=tuple(args.imports))
     out = Path(args.out)
     path = store_path(out, shard)
