@@ -59,7 +59,7 @@ from .blocks import PAPER_POOL, parse_block
 from .coco import COCO_NUM_CLASSES, CocoDataset, load_coco
 from .config import Configuration
 from .networks import BlockSwapNet, NetSpec, count_parameters, get_net
-from .search import PROXY, Sampler, SearchResult, candidate_seed, run_search, scored_row
+from .search import PROXY, Sampler, SearchResult, draw_candidate, run_search, scored_row
 
 TASK = "coco-mask-rcnn"
 FPN_CHANNELS = 256
@@ -384,15 +384,9 @@ def _run_candidate(i: int, settings: DetectionSearchSettings, spec: NetSpec, sam
                    fingerprint: dict[str, Any], data: CocoDataset, shared: tuple[Images, Targets] | None,
                    device: str | torch.device) -> dict[str, Any]:
     t0 = time.perf_counter()
-    seed = candidate_seed(settings.seed, i)
-    types, params, draws = sampler.sample(seed)
-    config = Configuration(spec.name, tuple(t.name for t in types), settings.num_classes)
-    batch_seed = settings.seed if shared is not None else seed
-    row: dict[str, Any] = {
-        "index": i, "seed": seed, "net": spec.name, "num_classes": settings.num_classes,
-        "blocks": list(config.blocks), "params": params, "draws": draws,
-        "batch_size": settings.batch_size, "batch_seed": batch_seed,
-    }
+    row, config = draw_candidate(i, settings.seed, spec, sampler, settings.num_classes, settings.batch_size,
+                                 shared is not None)
+    seed = row["seed"]
 
     def compute(row: dict[str, Any]) -> float:
         images, targets = shared if shared is not None else data.minibatch(settings.batch_size, seed)

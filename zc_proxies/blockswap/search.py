@@ -378,19 +378,27 @@ def scored_row(row: dict[str, Any], fingerprint: dict[str, Any], started: float,
     return row
 
 
+def draw_candidate(i: int, search_seed: int, spec: NetSpec, sampler: Sampler, num_classes: int,
+                   batch_size: int, shared_batch: bool) -> tuple[dict[str, Any], Configuration]:
+    """Candidate ``i``'s configuration and the start of its store row (seeds, blocks, parameter count)."""
+    seed = candidate_seed(search_seed, i)
+    types, params, draws = sampler.sample(seed)
+    config = Configuration(spec.name, tuple(t.name for t in types), num_classes)
+    row: dict[str, Any] = {
+        "index": i, "seed": seed, "net": spec.name, "num_classes": num_classes,
+        "blocks": list(config.blocks), "params": params, "draws": draws,
+        "batch_size": batch_size, "batch_seed": search_seed if shared_batch else seed,
+    }
+    return row, config
+
+
 def _run_candidate(i: int, settings: SearchSettings, spec: NetSpec, sampler: Sampler,
                    fingerprint: dict[str, Any], data: ImageSet | None,
                    shared: tuple[torch.Tensor, torch.Tensor] | None, device: str | torch.device) -> dict[str, Any]:
     t0 = time.perf_counter()
-    seed = candidate_seed(settings.seed, i)
-    types, params, draws = sampler.sample(seed)
-    config = Configuration(spec.name, tuple(t.name for t in types), settings.classes)
-    batch_seed = settings.seed if shared is not None else seed
-    row: dict[str, Any] = {
-        "index": i, "seed": seed, "net": spec.name, "num_classes": settings.classes,
-        "blocks": list(config.blocks), "params": params, "draws": draws,
-        "batch_size": settings.batch_size, "batch_seed": batch_seed,
-    }
+    row, config = draw_candidate(i, settings.seed, spec, sampler, settings.classes, settings.batch_size,
+                                 shared is not None)
+    seed = row["seed"]
 
     def compute(_row: dict[str, Any]) -> float:
         assert data is not None
