@@ -195,7 +195,7 @@ def table(results: Sequence[Comparison]) -> str:
 def machine() -> str:
     """One line describing where this ran."""
     return (f"{platform.node()} | {platform.processor() or platform.machine()} | {os.cpu_count()} cores, "
-            f"torch {torch.__version__} with {torch.get_num_threads()} threads | python {platform.python_version()}")
+            f"torch {torch.__version__} | python {platform.python_version()}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
