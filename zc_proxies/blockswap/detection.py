@@ -55,11 +55,11 @@ from torch import nn
 from ..errors import ArchError, BatchError, DataError, NonFiniteScoreError
 from ..proxies import get_proxy
 from ..proxies.base import ScoringContext
-from .blocks import PAPER_POOL, parse_block
+from .blocks import PAPER_POOL
 from .coco import COCO_NUM_CLASSES, CocoDataset, load_coco
 from .config import Configuration
 from .networks import BlockSwapNet, NetSpec, count_parameters, get_net
-from .search import PROXY, Sampler, SearchResult, draw_candidate, run_search, scored_row
+from .search import PROXY, Sampler, SearchResult, check_search_fields, draw_candidate, run_search, scored_row
 
 TASK = "coco-mask-rcnn"
 FPN_CHANNELS = 256
@@ -297,22 +297,13 @@ class DetectionSearchSettings:
 
     def __post_init__(self) -> None:
         spec = get_net(self.net)
-        object.__setattr__(self, "net", spec.name)
-        object.__setattr__(self, "pool", tuple(parse_block(p).name for p in self.pool))
         if spec.family != "resnet":
             raise ArchError(f"the COCO search needs a ResNet skeleton (resnet-34), not {spec.name}")
-        for name in ("budget", "samples", "batch_size", "max_draws", "min_size", "max_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_search_fields(self, ("min_size", "max_size"))
         if not isinstance(self.num_classes, int) or self.num_classes < 2:
             raise ValueError(f"num_classes must be an integer >= 2 (background + classes), got {self.num_classes!r}")
         if self.min_size > self.max_size:
             raise ValueError(f"min_size {self.min_size} exceeds max_size {self.max_size}")
-        if not 0 <= self.tolerance < 1:
-            raise ValueError(f"tolerance must lie in [0, 1), got {self.tolerance!r}")
-        if not self.pool:
-            raise ValueError("the block pool is empty")
 
     def fingerprint(self, dataset: str) -> dict[str, Any]:
         """What a stored candidate must share with this search to be reused (not ``samples``)."""

@@ -114,18 +114,9 @@ class SearchSettings:
     max_draws: int = 1_000_000
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "net", get_net(self.net).name)
-        object.__setattr__(self, "pool", tuple(parse_block(p).name for p in self.pool))
+        check_search_fields(self)
         if self.dataset not in DATASETS:
             raise UnknownNameError(f"unknown dataset {self.dataset!r} (known: {', '.join(DATASETS)})")
-        for name in ("budget", "samples", "batch_size", "max_draws"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not 0 <= self.tolerance < 1:
-            raise ValueError(f"tolerance must lie in [0, 1), got {self.tolerance!r}")
-        if not self.pool:
-            raise ValueError("the block pool is empty")
 
     @property
     def classes(self) -> int:
@@ -142,6 +133,24 @@ class SearchSettings:
         out["proxy"] = PROXY
         out["proxy_version"] = get_proxy(PROXY).spec.version
         return out
+
+
+def check_search_fields(settings: Any, positive: Sequence[str] = ()) -> None:
+    """Normalise ``net`` and ``pool`` of a frozen search-settings dataclass and check the fields all searches share.
+
+    ``budget``, ``samples``, ``batch_size``, ``max_draws`` and the names in
+    ``positive`` must be positive integers, ``tolerance`` lie in [0, 1), and the pool be non-empty.
+    """
+    object.__setattr__(settings, "net", get_net(settings.net).name)
+    object.__setattr__(settings, "pool", tuple(parse_block(p).name for p in settings.pool))
+    for name in ("budget", "samples", "batch_size", "max_draws", *positive):
+        value = getattr(settings, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not 0 <= settings.tolerance < 1:
+        raise ValueError(f"tolerance must lie in [0, 1), got {settings.tolerance!r}")
+    if not settings.pool:
+        raise ValueError("the block pool is empty")
 
 
 # -- sampling -------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from ..errors import ZCBenchError
 
@@ -107,9 +108,8 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
 def run_search(args: argparse.Namespace) -> int:
     import torch
 
-    from ..blockswap.config import Configuration
     from ..blockswap.networks import get_net
-    from ..blockswap.search import PROXY, SearchSettings, search
+    from ..blockswap.search import SearchSettings, search
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -126,21 +126,29 @@ def run_search(args: argparse.Namespace) -> int:
     result = search(settings, data_dir=args.data, store=args.store, device=args.device,
                     progress=not args.no_progress)
     best = result.best
+    return _write_winner(args, result, settings.samples, "candidates", f"{best['params']:,} parameters", "range")
+
+
+def _write_winner(args: argparse.Namespace, result: Any, samples: int, what: str, size: str, range_name: str,
+                  **extra: Any) -> int:
+    """Save the best candidate's configuration (with ``extra`` fields) to ``--out`` and print the summary."""
+    from ..blockswap.config import Configuration
+    from ..blockswap.search import PROXY
+
+    best = result.best
     config = Configuration(best["net"], tuple(best["blocks"]), best["num_classes"])
-    config.save(args.out, params=best["params"], score=best["score"], seed=best["seed"], index=best["index"],
-                proxy=PROXY, search=settings.fingerprint(), samples=settings.samples)
+    config.save(args.out, **extra, params=best["params"], score=best["score"], seed=best["seed"],
+                index=best["index"], proxy=PROXY, search=best["search"], samples=samples)
     failed = sum(r["status"] != "ok" for r in result.rows)
-    print(f"best of {len(result.rows)} candidates (index {best['index']}, {failed} not scored): "
-          f"{best['params']:,} parameters, {PROXY} {best['score']:.6g}")
-    print(f"feasible range {result.feasible[0]:,}..{result.feasible[1]:,}; "
+    print(f"best of {len(result.rows)} {what} (index {best['index']}, {failed} not scored): "
+          f"{size}, {PROXY} {best['score']:.6g}")
+    print(f"feasible {range_name} {result.feasible[0]:,}..{result.feasible[1]:,}; "
           f"{result.scored} scored in {result.seconds:.1f} s; winner written to {args.out}")
     return 0
 
 
 def _run_detection_search(args: argparse.Namespace) -> int:
-    from ..blockswap.config import Configuration
     from ..blockswap.detection import TASK, DetectionSearchSettings, search_detection
-    from ..blockswap.search import PROXY
 
     if args.channels_last:
         raise ZCBenchError("--channels-last is not supported with --dataset coco")
@@ -154,17 +162,10 @@ def _run_detection_search(args: argparse.Namespace) -> int:
     result = search_detection(settings, data_dir=args.data, store=args.store, device=args.device,
                               progress=not args.no_progress)
     best = result.best
-    config = Configuration(best["net"], tuple(best["blocks"]), best["num_classes"])
-    config.save(args.out, task=TASK, params=best["params"], backbone_params=best["backbone_params"],
-                detector_params=best["detector_params"], score=best["score"], seed=best["seed"],
-                index=best["index"], proxy=PROXY, search=best["search"], samples=settings.samples)
-    failed = sum(r["status"] != "ok" for r in result.rows)
-    print(f"best of {len(result.rows)} Mask R-CNN backbones on {best['search']['dataset']} (index {best['index']}, "
-          f"{failed} not scored): {best['params']:,} body parameters ({best['backbone_params']:,} with the FPN, "
-          f"{best['detector_params']:,} in the detector), {PROXY} {best['score']:.6g}")
-    print(f"feasible body range {result.feasible[0]:,}..{result.feasible[1]:,}; "
-          f"{result.scored} scored in {result.seconds:.1f} s; winner written to {args.out}")
-    return 0
+    return _write_winner(args, result, settings.samples, f"Mask R-CNN backbones on {best['search']['dataset']}",
+                         f"{best['params']:,} body parameters ({best['backbone_params']:,} with the FPN, "
+                         f"{best['detector_params']:,} in the detector)", "body range", task=TASK,
+                         backbone_params=best["backbone_params"], detector_params=best["detector_params"])
 
 
 def run_params(args: argparse.Namespace) -> int:
