@@ -8,6 +8,12 @@ joint call against the sum of the single-proxy calls, alternating which goes
 first, as wall time and as this process's CPU time. It prints the machine,
 the settings, per-architecture times and the ratio joint / separate.
 
+Architectures, minibatches and initialisations come from the experiment
+engine, as ``zcbench eval --space nb201-cifar10 --sample N --seed S`` has
+them: the sample is the evaluator's (seed stream ``"sample"``), and each
+architecture's minibatch (the data layer's, with training augmentation),
+weights and proxy randomness use its ``arch_seed``.
+
 Run::
 
     python benchmarks/proxies_shared_speed.py --data ../shared/data --archs 5 --repeats 3 --threads 1
@@ -23,13 +29,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 
-import zc_proxies
-from zc_proxies import list_proxies, score
-from zc_proxies.cli import guarded
-from zc_proxies.datasets import data_root, load_cifar, minibatch
+from zc_proxies import score
+from zc_proxies.data import data_root
+from zc_proxies.errors import guarded
+from zc_proxies.runs.evaluation import EvalConfig, arch_seed, parse_proxies, positive, sample_indices, setup_worker
+from zc_proxies.runs.seeding import check_seed
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, float]:
@@ -49,34 +55,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--proxies", default="all", help="comma-separated, or 'all' registered (default)")
     args = p.parse_args(argv)
+    check_seed(args.seed, "--seed")
+    for option, value in (("--archs", args.archs), ("--repeats", args.repeats), ("--batch-size", args.batch_size)):
+        positive(value, option)
+    if args.threads is not None:
+        positive(args.threads, "--threads")
     if args.threads:
         torch.set_num_threads(args.threads)
     root = data_root(args.data)
-    names = list_proxies() if args.proxies == "all" else [s.strip() for s in args.proxies.split(",") if s.strip()]
-    space = zc_proxies.get_space("nb201", root)
-    data = load_cifar(root, 10, "train")
-    rng = np.random.default_rng(args.seed)
-    indices = sorted(int(i) for i in rng.choice(len(space), size=args.archs, replace=False))
+    names = list(parse_proxies(args.proxies))
+    # The evaluator's worker state: the space and the data layer's CIFAR-10 training images.
+    config = EvalConfig(space="nb201", dataset="cifar10", proxies=tuple(names), batch_size=args.batch_size,
+                        seed=args.seed, data_root=str(root), threads=args.threads)
+    state = setup_worker(config)
+    space = state.space
+    indices = sample_indices(range(len(space)), args.archs, args.seed)
     print(f"machine: {platform.node()} | {platform.processor() or platform.machine()} | {os.cpu_count()} cores | "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads | python {platform.python_version()}")
     print(f"settings: nb201 cifar10, {args.archs} archs (seed {args.seed}), batch {args.batch_size} CIFAR-10 "
           f"train images, {args.repeats} repeats, median per arch; proxies ({len(names)}): {', '.join(names)}")
     joint_wall, sep_wall, joint_cpu, sep_cpu = [], [], [], []
     for index in indices:
-        torch.manual_seed(args.seed + index)
-        model = space.build(space[index], 10)
-        batch = minibatch(data, args.batch_size, args.seed + index)
-        score(model, batch, names)  # warm-up (allocator, oneDNN primitives)
+        s = arch_seed(args.seed, index)  # as the evaluator's task: minibatch, weights and proxy seed
+        batch = state.source.batch(args.batch_size, s, config.augment, config.sampling)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(s)
+            model = space.build(space[index], state.num_classes)
+        score(model, batch, names, seed=s)  # warm-up (allocator, oneDNN primitives)
         jw, jc, sw, sc = [], [], [], []
         for rep in range(args.repeats):
             order = ("joint", "separate") if rep % 2 == 0 else ("separate", "joint")
             for which in order:
                 if which == "joint":
-                    w, c = timed(lambda m=model, b=batch: score(m, b, names))
+                    w, c = timed(lambda m=model, b=batch, s=s: score(m, b, names, seed=s))
                     jw.append(w)
                     jc.append(c)
                 else:
-                    parts = [timed(lambda n=n, m=model, b=batch: score(m, b, n)) for n in names]
+                    parts = [timed(lambda n=n, m=model, b=batch, s=s: score(m, b, n, seed=s)) for n in names]
                     sw.append(sum(w for w, _ in parts))
                     sc.append(sum(c for _, c in parts))
         joint_wall.append(statistics.median(jw))

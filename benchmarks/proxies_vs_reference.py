@@ -1,10 +1,11 @@
 """Our proxies against NAS-Bench-Suite-Zero's published per-architecture scores (NB201, CIFAR-10).
 
 For a seeded sample of the architectures in
-``<data>/nb201/reference_scores/zc_suite_zero_cifar10.csv.gz`` every proxy of
-that file is scored with zcbench's evaluator (batch 64 of real CIFAR-10 train
-images with the benchmark's augmentation, one seeded minibatch and
-initialisation per architecture; scores kept in a resumable store under
+``<data>/nb201/reference_scores/zc_suite_zero_cifar10.csv.gz`` (the engine's
+sampler over that file's architectures) every proxy of that file is scored
+with zcbench's evaluator (batch 64 of real CIFAR-10 train images with the
+benchmark's augmentation, one minibatch and initialisation per architecture,
+seeded by the evaluator's ``arch_seed``; scores kept in a resumable store under
 ``--out``), and the Spearman rank correlation between our score and the
 published one is printed per proxy beside the threshold it must reach and the
 between-run correlation of two published runs (the noise floor).
@@ -42,10 +43,12 @@ import pandas as pd
 import torch
 from scipy.stats import rankdata, spearmanr
 
-from zc_proxies.cli import guarded
-from zc_proxies.datasets import data_root as resolve_root
-from zc_proxies.evaluate import EvalConfig, evaluate, open_store, setup_worker
-from zc_proxies.store import OK, read_store
+from zc_proxies.data import data_root as resolve_root
+from zc_proxies.errors import ConfigError, guarded
+from zc_proxies.runs.evaluation import EvalConfig, evaluate, open_store, positive, sample_indices, setup_worker
+from zc_proxies.runs.runner import Runner
+from zc_proxies.runs.seeding import MAX_SEED, check_seed
+from zc_proxies.runs.store import OK
 
 REFERENCE = Path("nb201") / "reference_scores" / "zc_suite_zero_cifar10.csv.gz"
 
@@ -91,9 +94,14 @@ def load_reference(root: Path) -> pd.DataFrame:
 
 
 def sample_reference(reference: pd.DataFrame, sample: int, seed: int) -> list[int]:
-    """``sample`` architecture indices of the reference file, drawn with ``seed``; sorted."""
-    rng = np.random.default_rng(seed)
-    return sorted(int(i) for i in rng.choice(reference.index.to_numpy(), size=sample, replace=False))
+    """``sample`` architecture indices of the reference file, drawn with ``seed``; sorted.
+
+    The engine's sampler (:func:`~zc_proxies.runs.evaluation.sample_indices`, seed stream ``"sample"``)
+    over the file's architectures, so the same sample as ``reproduce_nb201.py --parity`` and the tests' parity check.
+    """
+    if sample > len(reference):
+        raise ConfigError(f"--sample {sample}: the reference file holds only {len(reference)} architectures")
+    return sample_indices(reference.index.to_numpy().tolist(), sample, seed)
 
 
 def score_sample(root: Path, indices: Sequence[int], proxies: Sequence[str], *, seed: int, batch_size: int,
@@ -106,11 +114,10 @@ def score_sample(root: Path, indices: Sequence[int], proxies: Sequence[str], *, 
     config = EvalConfig(space="nb201", dataset="cifar10", proxies=tuple(proxies), batch_size=batch_size,
                         seed=seed, data_root=str(root), threads=threads, sampling=sampling)
     state = setup_worker(config)
-    out.mkdir(parents=True, exist_ok=True)
-    store = open_store(config, out / "scores.jsonl", state.source, state.num_classes,
-                       info={"benchmark": "proxies_vs_reference"})
-    evaluate(config, indices, store, workers=workers, progress=progress)
-    _header, rows = read_store(out / "scores.jsonl")
+    with Runner(workers) as runner, open_store(config, Path(out) / "scores.jsonl", state.source, state.num_classes,
+                                               info={"benchmark": "proxies_vs_reference"}) as store:
+        evaluate(config, indices, store, runner=runner, progress=progress)
+        rows = store.rows()
     wanted = set(int(i) for i in indices)
     return [r for r in rows if int(r["index"]) in wanted and r["proxy"] in proxies and int(r["seed"]) == seed]
 
@@ -161,10 +168,14 @@ def compare(rows: Sequence[dict], reference: pd.DataFrame, proxies: Sequence[str
 
 
 def seconds_per_arch(rows: Sequence[dict]) -> float:
-    """Mean joint scoring time per architecture (rows of one architecture share the joint time)."""
+    """Mean joint scoring time per architecture.
+
+    Each row holds its proxy's own share of the joint call (a shared pass is charged to the first proxy
+    that needs it), so an architecture's joint time is the sum over its rows.
+    """
     per_arch: dict[int, float] = {}
     for r in rows:
-        per_arch[int(r["index"])] = max(per_arch.get(int(r["index"]), 0.0), float(r.get("seconds") or 0.0))
+        per_arch[int(r["index"])] = per_arch.get(int(r["index"]), 0.0) + float(r.get("seconds") or 0.0)
     return float(np.mean(list(per_arch.values()))) if per_arch else float("nan")
 
 
@@ -216,6 +227,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="class-balanced minibatches instead of uniform ones (NAS-Bench-Suite-Zero drew uniformly)")
     p.add_argument("--out", default="results/proxies_vs_reference", help="store folder (resumable)")
     args = p.parse_args(argv)
+    check_seed(args.seed, "--seed")
+    positive(args.sample, "--sample")
+    positive(args.batch_size, "--batch-size")
+    positive(args.workers, "--workers")
+    if args.threads is not None:
+        positive(args.threads, "--threads")
     root = resolve_root(args.data)
     proxies = [s.strip() for s in args.proxies.split(",") if s.strip()]
     unknown = [q for q in proxies if q not in REFERENCE_NAME]
@@ -223,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error(f"not in the reference file: {', '.join(unknown)} (known: {', '.join(REFERENCE_NAME)})")
     if args.repeats < 1:
         p.error(f"--repeats must be at least 1, got {args.repeats}")
+    if args.seed + args.repeats - 1 > MAX_SEED:
+        p.error(f"--seed {args.seed} with --repeats {args.repeats} runs past the largest seed {MAX_SEED}")
     reference = load_reference(root)
     indices = sample_reference(reference, args.sample, args.seed)
     out = Path(args.out) / (f"sample{args.sample}-seed{args.seed}-batch{args.batch_size}"

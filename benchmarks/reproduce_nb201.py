@@ -20,6 +20,12 @@ beside
 With ``--parity N`` (default 300) a seeded N-architecture sample of the CIFAR-10
 reference file is scored too (same store, same settings) and our scores are
 correlated with the published ones: the check that we compute the same proxy.
+Both samples come from the engine's sampler (``sample_indices``, seed stream
+``"sample"``): the main one is the sample ``zcbench eval --space nb201-<dataset>
+--sample N --seed S`` scores, the parity one is drawn over the reference file's
+architectures (the same sample as ``proxies_vs_reference.py --sample N``).
+Every architecture's minibatch and initialisation come from the evaluator's
+``arch_seed``.
 
 Minibatch stand-ins (CIFAR-100 and ImageNet16-120 training images are not in
 the shared data) are named in the table. Usage::
@@ -42,12 +48,25 @@ import numpy as np
 import pandas as pd
 import torch
 
-from zc_proxies.cli import guarded
-from zc_proxies.commands.eval import load_source, open_spec, parse_proxies
-from zc_proxies.datasets import data_root
-from zc_proxies.evaluate import EvalConfig, candidate_indices, evaluate, open_store, sample_indices
+from zc_proxies.data import data_root
+from zc_proxies.errors import ConfigError, guarded
 from zc_proxies.proxies import get_proxy
 from zc_proxies.report import summarise
+from zc_proxies.runs.device import check_device
+from zc_proxies.runs.evaluation import (
+    EvalConfig,
+    candidate_indices,
+    evaluate,
+    load_source,
+    open_store,
+    parse_proxies,
+    positive,
+    sample_indices,
+)
+from zc_proxies.runs.runner import Runner
+from zc_proxies.runs.seeding import check_seed
+from zc_proxies.runs.store import OK
+from zc_proxies.spaces.spec import open_spec
 from zc_proxies.stats import spearman
 
 # Spearman with validation accuracy, 1,000 architectures, batch 64, as NAS-Bench-Suite-Zero reports it.
@@ -88,24 +107,28 @@ def oriented(values, proxy: str) -> np.ndarray:
     return v if get_proxy(proxy).spec.higher_is_better else -v
 
 
-def run_dataset(args, key: str, proxies: tuple[str, ...], root: Path, indices_override=None,
+def run_dataset(args, key: str, proxies: tuple[str, ...], root: Path, runner: Runner, indices_override=None,
                 label: str = "sample") -> tuple:
+    """Evaluate one dataset's sample into ``<out>/<spec>/scores.jsonl`` (resuming it); its stored rows."""
     space, spec = open_spec(SPECS[key], root)
     num_classes = space.num_classes(spec.dataset)
-    source = load_source(spec.dataset, root, num_classes, "reproduce")
+    source, notices = load_source(spec.dataset, root, num_classes)
+    for notice in notices:
+        print(f"  note: {notice}", flush=True)
     if indices_override is None:
         indices = sample_indices(candidate_indices(space, spec.target_map), args.sample, args.seed)
     else:
         indices = indices_override
     config = EvalConfig(space=spec.space, dataset=spec.dataset, proxies=proxies, batch_size=args.batch_size,
                         seed=args.seed, data_root=str(root), device=args.device, threads=args.threads)
-    store = open_store(config, Path(args.out) / spec.text / "scores.jsonl", source, num_classes,
-                       info={"spec": spec.text, "targets": dict(spec.targets)})
     t0 = time.perf_counter()
-    summary = evaluate(config, indices, store, workers=args.workers, progress=not args.quiet)
+    with open_store(config, Path(args.out) / spec.text / "scores.jsonl", source, num_classes,
+                    info={"spec": spec.text, "targets": dict(spec.targets)}) as store:
+        summary = evaluate(config, indices, store, runner=runner, progress=not args.quiet)
+        rows = store.rows()
     print(f"  {spec.text} {label}: {len(indices)} archs, {summary.scored} scored now, {summary.skipped} from the "
           f"store, {time.perf_counter() - t0:.0f} s", flush=True)
-    return space, spec, source, store, indices
+    return space, spec, source, rows, indices
 
 
 def main(argv=None) -> int:
@@ -124,12 +147,26 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=None)
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    check_seed(args.seed, "--seed")
+    positive(args.sample, "--sample")
+    positive(args.batch_size, "--batch-size")
+    positive(args.threads, "--threads")
+    positive(args.bootstrap, "--bootstrap")
+    if args.parity < 0:
+        raise ConfigError(f"--parity must be 0 (skip) or a positive integer, got {args.parity}")
+    args.device = check_device(args.device)
     root = data_root(args.data)
     proxies = parse_proxies(args.proxies)
     keys = [k.strip() for k in args.datasets.split(",") if k.strip()]
     for k in keys:
         if k not in SPECS:
             p.error(f"unknown dataset {k!r} (choose from {', '.join(SPECS)})")
+    with Runner(args.workers) as runner:
+        return run(args, root, proxies, keys, runner)
+
+
+def run(args, root: Path, proxies: tuple[str, ...], keys: list[str], runner: Runner) -> int:
+    """Score every dataset's sample (and the parity sample), print the table and write it under ``--out``."""
     header = machine_lines(args.threads, args.workers) + [
         f"settings: proxies {', '.join(proxies)}; {args.sample} archs per dataset sampled with seed {args.seed} "
         f"from all 15,625; batch {args.batch_size}, training augmentation, default PyTorch init, BN in the "
@@ -139,9 +176,8 @@ def main(argv=None) -> int:
 
     lines = []
     for key in keys:
-        space, spec, source, store, indices = run_dataset(args, key, proxies, root)
-        table = summarise(store.rows(), space, spec.target_map, proxies, args.seed, indices,
-                          n_resamples=args.bootstrap)
+        space, spec, source, rows, indices = run_dataset(args, key, proxies, root, runner)
+        table = summarise(rows, space, spec.target_map, proxies, args.seed, indices, n_resamples=args.bootstrap)
         ref = reference_table(root, key)
         val_ds = spec.target_map["val"]
         for proxy in proxies:
@@ -156,8 +192,8 @@ def main(argv=None) -> int:
                 if len(in_ref) >= 3:
                     pub_sample = spearman(oriented(ref.loc[in_ref, col], proxy),
                                           [space.accuracy(int(i), val_ds, "val") for i in in_ref], n_resamples=0)
-                ours = {int(r["index"]): r["score"] for r in store.rows()
-                        if r["proxy"] == proxy and int(r["seed"]) == args.seed and r["status"] == "ok"}
+                ours = {int(r["index"]): r["score"] for r in rows
+                        if r["proxy"] == proxy and int(r["seed"]) == args.seed and r["status"] == OK}
                 both = [i for i in indices if i in ours and i in ref.index]
                 if len(both) >= 3:
                     agree = spearman([ours[i] for i in both], ref.loc[both, col].to_numpy(), n_resamples=0)
@@ -168,19 +204,21 @@ def main(argv=None) -> int:
                           source.name + (f" (STAND-IN for {source.stand_in_for})" if source.stand_in_for else "")))
 
     parity_line = None
-    if args.parity and "cifar10" in keys:
-        ref = reference_table(root, "cifar10")
-        rng = np.random.default_rng(np.random.SeedSequence([args.seed, 300]))
-        chosen = sorted(int(i) for i in rng.choice(ref.index.to_numpy(), size=args.parity, replace=False))
-        space, spec, source, store, _ = run_dataset(args, "cifar10", proxies, root, chosen,
-                                                    label="parity sample of the reference file")
+    ref = reference_table(root, "cifar10") if args.parity and "cifar10" in keys else None
+    if ref is not None:
+        if args.parity > len(ref):
+            raise ConfigError(f"--parity {args.parity}: the CIFAR-10 reference file holds only {len(ref)} "
+                              "architectures")
+        chosen = sample_indices(ref.index.to_numpy().tolist(), args.parity, args.seed)
+        space, spec, source, rows, _ = run_dataset(args, "cifar10", proxies, root, runner, chosen,
+                                                   label="parity sample of the reference file")
         parity_line = []
         for proxy in proxies:
             col = COLUMN.get(proxy, proxy)
             if col not in ref.columns:
                 continue
-            ours = {int(r["index"]): r["score"] for r in store.rows()
-                    if r["proxy"] == proxy and int(r["seed"]) == args.seed and r["status"] == "ok"}
+            ours = {int(r["index"]): r["score"] for r in rows
+                    if r["proxy"] == proxy and int(r["seed"]) == args.seed and r["status"] == OK}
             both = [i for i in chosen if i in ours]
             res = spearman([ours[i] for i in both], ref.loc[both, col].to_numpy(), n_resamples=args.bootstrap,
                            n_error=len(chosen) - len(both))

@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """How fast ``fisher`` scores NAS-Bench-201 architectures, beside a FLOP floor measured on the same machine.
 
-For a seeded sample of architectures, each one goes through the evaluator's
-own task (seeded minibatch of 64 CIFAR-10 training images, seeded build, one
-``score`` call) and is timed. The floor is what the arithmetic alone would
+For a seeded sample of architectures (the evaluator's sampler, as
+``zcbench eval --space nb201-cifar10 --sample N --seed S`` draws it), each one
+goes through the evaluator's own task (``score_arch``: minibatch of 64 CIFAR-10
+training images and build, both seeded by the architecture's ``arch_seed``,
+one ``score`` call) and is timed. The floor is what the arithmetic alone would
 cost: the conv and linear multiply-accumulates of the forward pass (counted
 with forward hooks) times 2 FLOPs, times 2 again for the backward pass to the
 layer inputs that the proxy needs (no weight gradients), divided by the rate
@@ -28,9 +30,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from zc_proxies.cli import guarded
-from zc_proxies.datasets import data_root
-from zc_proxies.evaluate import EvalConfig, arch_seed, sample_indices, score_arch, setup_worker
+from zc_proxies.data import data_root
+from zc_proxies.errors import ConfigError, RunError, guarded
+from zc_proxies.runs.evaluation import EvalConfig, arch_seed, positive, sample_indices, score_arch, setup_worker
+from zc_proxies.runs.seeding import check_seed
+from zc_proxies.runs.store import OK
 
 
 def matmul_rate(threads: int, n: int = 2048, repeats: int = 5) -> float:
@@ -77,6 +81,13 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=2, help="architectures scored first and not timed")
     p.add_argument("--data", default=None)
     args = p.parse_args(argv)
+    check_seed(args.seed, "--seed")
+    positive(args.sample, "--sample")
+    positive(args.batch_size, "--batch-size")
+    if args.warmup < 0:
+        raise ConfigError(f"--warmup must be 0 or more, got {args.warmup}")
+    if args.threads is not None:
+        positive(args.threads, "--threads")
     root = data_root(args.data)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -103,11 +114,13 @@ def main(argv=None) -> int:
         rows = score_arch(state, (i, ("fisher",)))
         wall.append(time.perf_counter() - t0)
         proxy_s.append(rows[0]["seconds"])
-        assert rows[0]["status"] == "ok", rows[0]["message"]
-        s = arch_seed(args.seed, i)
-        x, _ = state.source.batch(args.batch_size, s)
-        torch.manual_seed(s)
-        model = state.space.build(state.space[i], state.num_classes)
+        if rows[0]["status"] != OK:
+            raise RunError(f"architecture {i}: fisher gave status {rows[0]['status']}: {rows[0]['message']}")
+        s = arch_seed(args.seed, i)  # the same minibatch and weights as the task just timed
+        x, _ = state.source.batch(args.batch_size, s, config.augment, config.sampling)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(s)
+            model = state.space.build(state.space[i], state.num_classes)
         macs = forward_macs(model, x)
         macs_all.append(macs)
         floor_s.append(2 * 2 * macs / rate)  # forward + input-gradient backward, 2 FLOPs per MAC

@@ -17,7 +17,7 @@ def test_search_writes_the_winner_and_every_candidate(data_root, tmp_path, capsy
     assert main(argv) == 0
     best = json.loads(out.read_text())
     assert {"blocks", "params", "score", "seed", "net", "num_classes"} <= set(best)
-    rows = [json.loads(line) for line in store.read_text().splitlines()]
+    rows = [json.loads(line) for line in store.read_text().splitlines()[1:]]  # after the settings header
     assert len(rows) == 3
     assert best["score"] == max(r["score"] for r in rows)
     assert 97_500 <= best["params"] <= 102_500
@@ -26,7 +26,7 @@ def test_search_writes_the_winner_and_every_candidate(data_root, tmp_path, capsy
     assert "best of 3 candidates" in capsys.readouterr().out
 
     assert main(argv) == 0  # rerun: everything comes from the store
-    assert len(store.read_text().splitlines()) == 3
+    assert len(store.read_text().splitlines()) == 4
     assert json.loads(out.read_text())["blocks"] == best["blocks"]
 
 
@@ -56,3 +56,18 @@ def test_params_command(tmp_path, capsys):
     bad.write_text('{"net": "wrn-16-1", "blocks": ["S"]}')
     assert main(["blockswap", "params", "--config", str(bad)]) == 2
     assert "has 6 blocks" in capsys.readouterr().err
+
+
+def test_search_with_two_workers_stores_the_rows_of_one(data_root, tmp_path, capsys):
+    def run(workers: int) -> list[dict]:
+        store = tmp_path / f"w{workers}.jsonl"
+        assert main(["blockswap", "search", "--net", "wrn-16-1", "--budget", "100k", "--samples", "4", "--seed", "2",
+                     "--batch-size", "8", "--data", str(data_root), "--out", str(tmp_path / f"best{workers}.json"),
+                     "--store", str(store), "--workers", str(workers), "--no-progress"]) == 0
+        rows = [json.loads(line) for line in store.read_text().splitlines()[1:]]
+        return sorted(({k: v for k, v in r.items() if k != "seconds"} for r in rows), key=lambda r: r["index"])
+
+    assert run(2) == run(1)
+    assert json.loads((tmp_path / "best1.json").read_text())["blocks"] == \
+        json.loads((tmp_path / "best2.json").read_text())["blocks"]
+    assert "on 2 worker(s)" in capsys.readouterr().out

@@ -12,11 +12,11 @@ from model_state import assert_same, snapshot
 from PIL import Image
 from torch import nn
 
-from zc_proxies import BlockProbe
+from zc_proxies import BlockProbe, score
 from zc_proxies.blockswap import Configuration
-from zc_proxies.blockswap.coco import CocoDataset, load_coco, polygon_mask
 from zc_proxies.blockswap.detection import (
     LOSS_KEYS,
+    DetectionBatch,
     ResNetBody,
     body_params,
     build_backbone,
@@ -27,7 +27,8 @@ from zc_proxies.blockswap.detection import (
 )
 from zc_proxies.blockswap.networks import count_parameters, get_net
 from zc_proxies.cli import main
-from zc_proxies.errors import ArchError, BatchError, DataError, MissingDataError
+from zc_proxies.data.coco import CocoDataset, load_coco, polygon_mask
+from zc_proxies.errors import ArchError, BatchError, DataError, MissingDataError, ModelError
 
 SMALL = {"min_size": 128, "max_size": 160}
 FAST_HEADS = {"rpn_pre_nms_top_n_train": 300, "rpn_post_nms_top_n_train": 100, "box_batch_size_per_image": 32}
@@ -309,6 +310,31 @@ def test_bad_detection_batches_are_refused(tiny_detector, coco_batch):
         detection_fisher_potential(tiny_detector, images, flat)
 
 
+def test_detection_batch_scores_through_score(tiny_detector, coco_batch):
+    images, targets = coco_batch
+    before = snapshot(tiny_detector)
+    value = score(tiny_detector, DetectionBatch(images, targets), "fisher_potential", seed=5)
+    assert_same(before, snapshot(tiny_detector))
+    assert value == detection_fisher_potential(tiny_detector, images, targets, seed=5)
+    # fisher probes every conv and linear layer of the detector, through the same loss
+    assert score(tiny_detector, DetectionBatch(images, targets), "fisher", seed=5) > 0
+
+
+def test_detection_batch_is_refused_where_it_cannot_work(tiny_detector, coco_batch):
+    images, targets = coco_batch
+    before = snapshot(tiny_detector)
+    with pytest.raises(BatchError, match="snip reads the inputs as one tensor"):
+        score(tiny_detector, DetectionBatch(images, targets), "snip")
+    with pytest.raises(BatchError, match="target 0 must be a dict"):
+        score(tiny_detector, DetectionBatch(images, [[1], [2]]), "fisher_potential")
+    with pytest.raises(BatchError, match=r"image 0 must be a float tensor \(3, H, W\)"):
+        score(tiny_detector, DetectionBatch([(im * 255).byte() for im in images], targets), "fisher_potential")
+    assert_same(before, snapshot(tiny_detector))
+    classifier = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 91))
+    with pytest.raises(ModelError, match=r"calls model\(images, targets\)"):
+        score(classifier, DetectionBatch(images, targets), "fisher")
+
+
 # -- the search --------------------------------------------------------------------------------------------
 def test_coco_search_end_to_end(data_root, tmp_path, capsys):
     out, store = tmp_path / "best.json", tmp_path / "cands.jsonl"
@@ -317,7 +343,7 @@ def test_coco_search_end_to_end(data_root, tmp_path, capsys):
             "--store", str(store), "--no-progress"]
     assert main(argv) == 0
     best = json.loads(out.read_text())
-    rows = [json.loads(line) for line in store.read_text().splitlines()]
+    rows = [json.loads(line) for line in store.read_text().splitlines()[1:]]  # after the settings header
     assert len(rows) == 2 and all(r["status"] == "ok" for r in rows)
     assert best["score"] == max(r["score"] for r in rows) and best["task"] == "coco-mask-rcnn"
     assert all(5_850_000 <= r["params"] <= 6_150_000 for r in rows)
@@ -333,7 +359,7 @@ def test_coco_search_end_to_end(data_root, tmp_path, capsys):
                                              row["seed"], **SMALL)
     assert again == row["score"]
     assert main(argv) == 0  # rerun: everything comes from the store
-    assert len(store.read_text().splitlines()) == 2
+    assert len(store.read_text().splitlines()) == 3
 
 
 def test_coco_search_refuses_wrn_and_impossible_budgets(data_root, tmp_path, capsys):

@@ -15,9 +15,9 @@ from zc_proxies.blockswap import Configuration, wrn
 from zc_proxies.blockswap.attention import StageTaps, at_loss, at_weight, attention_map, distillation_loss, stage_ends
 from zc_proxies.blockswap.checkpoint import load_network, read_record, save_network
 from zc_proxies.blockswap.train import TrainSettings, distill, train
-from zc_proxies.blockswap.trainset import split_holdout, subset, train_batches
 from zc_proxies.cli import main
-from zc_proxies.datasets import load_cifar
+from zc_proxies.data import load_cifar
+from zc_proxies.data.training import split_holdout, subset, train_batches
 from zc_proxies.errors import ArchError, DataError, MissingDataError, ModelError
 
 STUDENT = ["G(N/2)", "B(2)", "BG(2,M/4)"]  # a mixed wrn-10-1 configuration

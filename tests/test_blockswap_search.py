@@ -18,14 +18,22 @@ from zc_proxies.blockswap import (
     parse_budget,
     search,
 )
-from zc_proxies.blockswap.search import Sampler, candidate_seed, load_dataset, window
-from zc_proxies.datasets import minibatch
+from zc_proxies.blockswap.search import Sampler, window
+from zc_proxies.data import load_cifar, minibatch
 from zc_proxies.errors import ArchError, DataError
+from zc_proxies.runs.merge import merge_stores
+from zc_proxies.runs.runner import Runner
+from zc_proxies.runs.seeding import derive_seed
+from zc_proxies.runs.store import TornLineWarning
+
+
+def candidate_seed(seed: int, i: int) -> int:
+    return derive_seed(seed, "candidate", i)
 
 
 @pytest.fixture(scope="module")
 def cifar(data_root):
-    return load_dataset("cifar10", data_root)
+    return load_cifar(data_root, 10, "train")
 
 
 def _settings(**kw) -> SearchSettings:
@@ -103,9 +111,9 @@ def test_a_budget_random_mixes_never_hit_is_refused():
         Sampler(get_net("wrn-40-2"), PAPER_POOL, 10, 150_000, 0.0, max_draws=5000).sample(0)
 
 
-def test_search_scores_fisher_potential_and_keeps_the_best(cifar, tmp_path):
+def test_search_scores_fisher_potential_and_keeps_the_best(cifar, data_root, tmp_path):
     settings = _settings()
-    result = search(settings, data=cifar, store=tmp_path / "c.jsonl", progress=False)
+    result = search(settings, data_dir=data_root, store=tmp_path / "c.jsonl", progress=False)
     assert [r["index"] for r in result.rows] == [0, 1, 2]
     lo, hi = window(100_000, 0.025)
     for row in result.rows:
@@ -119,50 +127,73 @@ def test_search_scores_fisher_potential_and_keeps_the_best(cifar, tmp_path):
     assert result.scored == 3
 
 
-def test_search_resumes_from_its_store_and_results_do_not_depend_on_order(cifar, tmp_path):
+def test_search_resumes_from_its_store_and_results_do_not_depend_on_order(data_root, tmp_path):
     store = tmp_path / "c.jsonl"
-    first = search(_settings(samples=2), data=cifar, store=store, progress=False)
+    first = search(_settings(samples=2), data_dir=data_root, store=store, progress=False)
     scored = []
-    second = search(_settings(samples=4), data=cifar, store=store, progress=False,
+    second = search(_settings(samples=4), data_dir=data_root, store=store, progress=False,
                     on_candidate=lambda r: scored.append(r["index"]))
     assert scored == [2, 3] and second.scored == 2
     assert second.rows[:2] == first.rows
     lines = store.read_text().splitlines()
-    assert [json.loads(x)["index"] for x in lines] == [0, 1, 2, 3]
+    assert [json.loads(x).get("index") for x in lines] == [None, 0, 1, 2, 3]  # the settings header, then rows
 
     # a torn last line (a write cut short) is dropped and rewritten; nothing else changes
     with open(store, "a") as fh:
         fh.write('{"index": 4, "seed": 12')
-    third = search(_settings(samples=5), data=cifar, store=store, progress=False)
+    with pytest.warns(TornLineWarning, match="cut away"):
+        third = search(_settings(samples=5), data_dir=data_root, store=store, progress=False)
     assert third.scored == 1
-    rows = [json.loads(x) for x in store.read_text().splitlines()]
+    rows = [json.loads(x) for x in store.read_text().splitlines()[1:]]
     assert [r["index"] for r in rows] == [0, 1, 2, 3, 4] and store.read_text().endswith("\n")
 
     # a fresh search of candidates 3 and 4 alone agrees with them (same configs, same scores)
-    fresh = search(_settings(samples=5), data=cifar, store=tmp_path / "other.jsonl", progress=False)
+    fresh = search(_settings(samples=5), data_dir=data_root, store=tmp_path / "other.jsonl", progress=False)
     for a, b in zip(fresh.rows, third.rows):
         assert a["blocks"] == b["blocks"] and a["params"] == b["params"]
         assert a["score"] == pytest.approx(b["score"], rel=1e-6)
 
 
-def test_a_store_of_another_search_or_a_corrupt_store_is_refused(cifar, tmp_path):
+def test_a_store_of_another_search_or_a_corrupt_store_is_refused(data_root, tmp_path):
     store = tmp_path / "c.jsonl"
-    search(_settings(samples=1), data=cifar, store=store, progress=False)
-    with pytest.raises(DataError, match="different search .*budget: stored 100000, now 90000"):
-        search(_settings(samples=1, budget=90_000), data=cifar, store=store, progress=False)
-    store.write_text("garbage\n" + store.read_text())
-    with pytest.raises(DataError, match="line 1: not valid JSON"):
-        search(_settings(samples=1), data=cifar, store=store, progress=False)
+    search(_settings(samples=1), data_dir=data_root, store=store, progress=False)
+    with pytest.raises(DataError, match="other settings .*budget: stored 100000, now 90000"):
+        search(_settings(samples=1, budget=90_000), data_dir=data_root, store=store, progress=False)
+    lines = store.read_text().splitlines(keepends=True)
+    store.write_text(lines[0] + "garbage\n" + "".join(lines[1:]))
+    with pytest.raises(DataError, match="line 2 is not valid JSON"):
+        search(_settings(samples=1), data_dir=data_root, store=store, progress=False)
 
 
-def test_shared_batch_scores_everyone_on_one_minibatch(cifar):
-    result = search(_settings(samples=2, shared_batch=True), data=cifar, progress=False)
-    assert {r["batch_seed"] for r in result.rows} == {7}
+def test_shared_batch_scores_everyone_on_one_minibatch(data_root):
+    result = search(_settings(samples=2, shared_batch=True), data_dir=data_root, progress=False)
+    assert {r["batch_seed"] for r in result.rows} == {derive_seed(7, "batch")}
 
 
-def test_channels_last_scores_the_same_networks_nearly_alike(cifar):
-    plain = search(_settings(samples=2), data=cifar, progress=False)
-    fast = search(_settings(samples=2, channels_last=True), data=cifar, progress=False)
+def test_channels_last_scores_the_same_networks_nearly_alike(data_root):
+    plain = search(_settings(samples=2), data_dir=data_root, progress=False)
+    fast = search(_settings(samples=2, channels_last=True), data_dir=data_root, progress=False)
     for a, b in zip(plain.rows, fast.rows):
         assert a["blocks"] == b["blocks"]
         assert b["score"] == pytest.approx(a["score"], rel=1e-2)
+
+
+def _without_times(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_workers_and_shards_give_the_rows_of_one_worker(data_root, tmp_path):
+    settings = _settings(samples=4)
+    one = search(settings, data_dir=data_root, store=tmp_path / "one.jsonl", threads=1, progress=False)
+    two = search(settings, data_dir=data_root, store=tmp_path / "two.jsonl", threads=1, runner=Runner(2),
+                 progress=False)
+    assert _without_times(two.rows) == _without_times(one.rows)  # bit-identical scores
+    parts = [search(settings, data_dir=data_root, store=tmp_path / "sharded.jsonl", shard=(i, 2), threads=1,
+                    progress=False) for i in range(2)]
+    assert [[r["index"] for r in p.rows] for p in parts] == [[0, 2], [1, 3]]
+    assert not any(p.complete for p in parts)
+    merged = merge_stores([p.path for p in parts], tmp_path / "merged.jsonl")
+    assert merged.missing == []
+    final = search(settings, data_dir=data_root, store=tmp_path / "merged.jsonl", progress=False)
+    assert final.complete and final.scored == 0 and _without_times(final.rows) == _without_times(one.rows)
+    assert _without_times([final.best]) == _without_times([one.best])

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from zc_proxies.datasets import (
-    CIFAR10_STATS,
+from zc_proxies.data import (
     ImageSet,
     balanced_indices,
     data_root,
@@ -18,6 +17,7 @@ from zc_proxies.datasets import (
     load_imagenet16,
     minibatch,
 )
+from zc_proxies.data.images import CIFAR10_STATS
 from zc_proxies.errors import DataError, MissingDataError
 
 

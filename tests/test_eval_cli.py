@@ -8,8 +8,8 @@ import json
 import pytest
 
 from zc_proxies.cli import main
-from zc_proxies.space_spec import resolve_spec, split_spec
 from zc_proxies.spaces import get_space
+from zc_proxies.spaces.spec import resolve_spec, split_spec
 
 FAST = ["--batch-size", "16", "--threads", "1", "--bootstrap", "50", "--quiet"]
 
@@ -75,10 +75,10 @@ def test_several_proxies_and_shards_then_merge(tmp_path, data_root, capsys):
     assert len(rows0) == 4 and {r["proxy"] for r in rows0} == {"fisher", "fisher_potential"}
     assert all(r["n_scored_together"] == 2 for r in rows0)  # one score() call per arch
     merged = tmp_path / "merged"
-    # a shard folder given twice: its identical rows are deduplicated
+    # a shard store named twice (as a folder and as a file) is read once
     assert main(["merge", str(tmp_path / "s0"), str(tmp_path / "s1"), str(s0), "--out", str(merged),
                  "--data", str(data_root), "--bootstrap", "20", "--no-plot"]) == 0
-    assert "8 rows (4 duplicates dropped)" in capsys.readouterr().err
+    assert "2 stores -> " in (err := capsys.readouterr().err) and "8 rows (0 duplicates dropped)" in err
     table = read_csv(merged / "correlations.csv")
     assert {(r["proxy"], r["split"], r["n"]) for r in table} == {
         ("fisher", "val", "4"), ("fisher", "test", "4"), ("fisher_potential", "val", "4"),
@@ -106,7 +106,7 @@ def test_balanced_batch_is_used_stored_and_footnoted(tmp_path, data_root, capsys
     import torch
 
     from zc_proxies import score
-    from zc_proxies.datasets import load_cifar, minibatch
+    from zc_proxies.data import load_cifar, minibatch
 
     out = tmp_path / "bal"
     args = ["eval", "--proxy", "epe_nas", "--space", "nb201-cifar10", "--sample", "3", "--balanced-batch",
@@ -145,8 +145,8 @@ def test_space_spec_parsing(data_root):
     (["--space", "nb201-cifar1000"], "space 'nb201' has no dataset 'cifar1000'; did you mean 'nb201-cifar100'"),
     (["--space", "nb201"], "space 'nb201' has several datasets; name one, e.g. nb201-cifar10"),
     (["--space", "nb201-cifar10", "--proxy", "fishr"], "unknown proxy 'fishr'; did you mean 'fisher'"),
-    (["--space", "nb201-cifar10", "--sample", "0"], "--sample must be positive"),
-    (["--space", "nb201-cifar10", "--batch-size", "0"], "--batch-size must be positive"),
+    (["--space", "nb201-cifar10", "--sample", "0"], "--sample must be a positive integer, got 0"),
+    (["--space", "nb201-cifar10", "--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
     (["--space", "nb201-cifar10", "--shard", "3/2"], "need 0 <= i < N"),
 ])
 def test_clear_errors(tmp_path, data_root, capsys, argv, message):

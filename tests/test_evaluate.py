@@ -14,24 +14,24 @@ import torch
 from torch import nn
 
 from zc_proxies import score
-from zc_proxies.datasets import load_cifar, minibatch
-from zc_proxies.errors import ArchError, DataError, UnknownNameError
-from zc_proxies.evaluate import (
+from zc_proxies.data import load_cifar, minibatch
+from zc_proxies.errors import ArchError, ConfigError, DataError, UnknownNameError
+from zc_proxies.runs.evaluation import (
     EvalConfig,
     arch_seed,
     candidate_indices,
     evaluate,
     open_store,
-    parse_shard,
     read_arch_list,
     sample_indices,
     setup_worker,
-    shard_from_env,
-    shard_indices,
     store_path,
 )
+from zc_proxies.runs.runner import Runner
+from zc_proxies.runs.seeding import derive_seed
+from zc_proxies.runs.shards import parse_shard, shard_from_env, shard_items
+from zc_proxies.runs.store import ROW_FIELDS, row_key
 from zc_proxies.spaces import SPACES, SearchSpace, get_space, register_space
-from zc_proxies.store import ROW_FIELDS, row_key
 
 NAME = "tiny-test"
 # (width, depth, kind): kind "ok" builds a small conv net, "nan" one whose output is NaN,
@@ -112,15 +112,16 @@ def run(tmp_path, data_root, indices, name="s.jsonl", workers=1, **kw):
     cfg = config(data_root, **kw)
     state = setup_worker(cfg)
     store = open_store(cfg, tmp_path / name, state.source, state.num_classes)
-    summary = evaluate(cfg, indices, store, workers=workers, progress=False)
+    summary = evaluate(cfg, indices, store, runner=Runner(workers), progress=False)
+    store.close()
     return store, summary
 
 
 def test_arch_seed_is_a_pure_function_of_seed_and_index():
     assert arch_seed(0, 5) == arch_seed(0, 5)
     seeds = {arch_seed(s, i) for s in range(3) for i in range(200)}
-    assert len(seeds) == 600 and all(0 <= s < 2 ** 32 for s in seeds)
-    assert arch_seed(0, 5) == int(np.random.SeedSequence([0, 5]).generate_state(1, dtype=np.uint32)[0])
+    assert len(seeds) == 600 and all(0 <= s < 2 ** 63 for s in seeds)
+    assert arch_seed(0, 5) == derive_seed(0, "arch", 5) != derive_seed(0, "candidate", 5)
 
 
 def test_statuses_rows_and_independent_recomputation(tmp_path, data_root):
@@ -197,7 +198,7 @@ def test_sample_indices():
     assert a == sample_indices(cands, 10, seed=1) and a == sorted(a) and len(set(a)) == 10
     assert a != sample_indices(cands, 10, seed=2)
     assert sample_indices(cands, None, 0) == list(range(100))
-    with pytest.raises(DataError, match="only 100"):
+    with pytest.raises(ConfigError, match="only 100"):
         sample_indices(cands, 101, 0)
 
 
@@ -218,7 +219,7 @@ def test_shards():
                            "SLURM_ARRAY_TASK_COUNT": "2"}) == (1, 2)
     assert shard_from_env({"RANK": "0", "WORLD_SIZE": "2"}) == (0, 2)
     idx = list(range(10))
-    parts = [shard_indices(idx, (i, 3)) for i in range(3)]
+    parts = [shard_items(idx, (i, 3)) for i in range(3)]
     assert sorted(sum(parts, [])) == idx and parts[0] == [0, 3, 6, 9]
     assert store_path("o", None).name == "scores.jsonl"
     assert store_path("o", (2, 8)).name == "scores.shard-002-of-008.jsonl"
@@ -243,7 +244,7 @@ def test_arch_list_file(tmp_path):
 
 
 def test_cifar100_stand_in_is_named_and_warned(data_root):
-    from zc_proxies.minibatch_source import StandInWarning, source_for
+    from zc_proxies.data.sources import StandInWarning, source_for
 
     with pytest.warns(StandInWarning, match="cifar10-train images stand in for cifar100-train"):
         src = source_for("cifar100", data_root, 100)
@@ -258,7 +259,7 @@ def test_cifar100_stand_in_is_named_and_warned(data_root):
 def test_own_cifar100_train_images_are_used_when_present(tmp_path):
     import pickle
 
-    from zc_proxies.minibatch_source import source_for
+    from zc_proxies.data.sources import source_for
 
     folder = tmp_path / "cifar-100-python"
     folder.mkdir()
@@ -272,8 +273,8 @@ def test_own_cifar100_train_images_are_used_when_present(tmp_path):
 
 
 def test_imagenet16_stand_in_is_the_boxed_imagenet_sample(data_root):
-    from zc_proxies.datasets import IMAGENET16_STATS
-    from zc_proxies.minibatch_source import StandInWarning, source_for
+    from zc_proxies.data.images import IMAGENET16_STATS
+    from zc_proxies.data.sources import StandInWarning, source_for
 
     with pytest.warns(StandInWarning, match="imagenet-sample-box16 images stand in for imagenet16-120-train"):
         src = source_for("imagenet16-120", data_root, 120)
@@ -287,7 +288,7 @@ def test_imagenet16_stand_in_is_the_boxed_imagenet_sample(data_root):
 
 
 def test_remap_labels():
-    from zc_proxies.minibatch_source import remap_labels
+    from zc_proxies.data.sources import remap_labels
 
     assert remap_labels(np.array([0, 3, 9]), 10).tolist() == [0, 3, 9]
     assert remap_labels(np.array([0, 4, 8, 996, 4]), 3).tolist() == [0, 1, 2, 0, 1]
@@ -296,7 +297,7 @@ def test_remap_labels():
 def test_box_downsampling_is_a_block_mean(tmp_path):
     from PIL import Image
 
-    from zc_proxies.datasets import load_image_folder
+    from zc_proxies.data import load_image_folder
 
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)  # H x W, factors 3 and 4
@@ -309,7 +310,7 @@ def test_box_downsampling_is_a_block_mean(tmp_path):
 
 
 def test_unknown_dataset_has_no_source(data_root):
-    from zc_proxies.minibatch_source import source_for
+    from zc_proxies.data.sources import source_for
 
     with pytest.raises(UnknownNameError, match="no minibatch images are known for dataset 'mnist'"):
         source_for("mnist", data_root, 10)
@@ -323,13 +324,12 @@ def _published_parity(tmp_path, data_root, n: int, workers: int) -> float:
     from scipy.stats import spearmanr
 
     ref = pd.read_csv(data_root / "nb201" / "reference_scores" / "zc_suite_zero_cifar10.csv.gz").set_index("index")
-    rng = np.random.default_rng(np.random.SeedSequence([0, 300]))  # the sample benchmarks/reproduce_nb201.py uses
-    chosen = sorted(int(i) for i in rng.choice(ref.index.to_numpy(), size=n, replace=False))
+    chosen = sample_indices(ref.index.to_numpy(), n, 0)  # as benchmarks/proxies_vs_reference.py samples
     cfg = EvalConfig(space="nb201", dataset="cifar10", proxies=("fisher",), batch_size=64, seed=0,
                      data_root=str(data_root), threads=1)
     state = setup_worker(cfg)
     store = open_store(cfg, tmp_path / "parity.jsonl", state.source, state.num_classes)
-    evaluate(cfg, chosen, store, workers=workers, progress=False)
+    evaluate(cfg, chosen, store, runner=Runner(workers), progress=False)
     ours = {r["index"]: r["score"] for r in store.rows()}
     assert all(r["status"] == "ok" for r in store.rows()) and sorted(ours) == chosen
     return float(spearmanr([ours[i] for i in chosen], ref.loc[chosen, "fisher"].to_numpy()).statistic)
@@ -346,61 +346,10 @@ def test_fisher_agrees_with_published_scores_300(tmp_path, data_root):
     assert _published_parity(tmp_path, data_root, 300, workers=2) >= 0.9
 
 
-# -- the Dask path (with a stand-in for dask.distributed: what is tested is our use of its API) ---------------
-
-
-def _fake_dask(monkeypatch, calls: dict) -> None:
+def test_missing_dask_is_a_clear_error_before_anything_runs(monkeypatch):
     import sys
-    import types
-
-    class Future:
-        def __init__(self, value):
-            self.value = value
-
-        def result(self):
-            return self.value
-
-    class Client:
-        def __init__(self, address):
-            calls["address"] = address
-
-        def submit(self, fn, *args, pure=True):
-            calls["submitted"] = calls.get("submitted", 0) + 1
-            return Future(fn(*args))
-
-        def close(self):
-            calls["closed"] = True
-
-    dist = types.ModuleType("dask.distributed")
-    dist.Client = Client
-    dist.as_completed = lambda futures: iter(list(futures)[::-1])  # any completion order
-    dask = types.ModuleType("dask")
-    dask.distributed = dist
-    monkeypatch.setitem(sys.modules, "dask", dask)
-    monkeypatch.setitem(sys.modules, "dask.distributed", dist)
-
-
-def test_dask_scheduler_runs_the_same_tasks(monkeypatch, tmp_path, data_root):
-    calls: dict = {}
-    _fake_dask(monkeypatch, calls)
-    local, _ = run(tmp_path, data_root, [0, 1, 2], name="local.jsonl")
-    cfg = config(data_root)
-    state = setup_worker(cfg)
-    store = open_store(cfg, tmp_path / "dask.jsonl", state.source, state.num_classes)
-    summary = evaluate(cfg, [0, 1, 2], store, scheduler="tcp://scheduler:8786", progress=False)
-    assert summary.scored == 3 and calls == {"address": "tcp://scheduler:8786", "submitted": 3, "closed": True}
-    assert {row_key(r): r["score"] for r in store.rows()} == {row_key(r): r["score"] for r in local.rows()}
-
-
-def test_missing_dask_is_a_clear_error(monkeypatch, tmp_path, data_root):
-    import sys
-
-    from zc_proxies.errors import ZCBenchError
 
     monkeypatch.setitem(sys.modules, "dask", None)
     monkeypatch.setitem(sys.modules, "dask.distributed", None)
-    cfg = config(data_root)
-    state = setup_worker(cfg)
-    store = open_store(cfg, tmp_path / "s.jsonl", state.source, state.num_classes)
-    with pytest.raises(ZCBenchError, match=r"needs Dask: pip install 'zcbench\[dask\]'"):
-        evaluate(cfg, [0, 1], store, scheduler="tcp://x:1", progress=False)
+    with pytest.raises(ConfigError, match=r"needs Dask: pip install 'zcbench\[dask\]'"):
+        Runner(1, "tcp://127.0.0.1:1")

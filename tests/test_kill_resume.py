@@ -1,4 +1,4 @@
-"""A `zcbench eval` killed with SIGKILL mid-run resumes: every arch exactly once, the same correlations."""
+"""A `zcbench eval` killed mid-run resumes (every arch exactly once, the same correlations); one writer per store."""
 
 from __future__ import annotations
 
@@ -91,3 +91,34 @@ def correlations(out: Path) -> list[dict]:
         rows = list(csv.DictReader(fh))
     assert rows and all(r["n"] == str(SAMPLE) for r in rows)
     return [{k: v for k, v in r.items() if k != "median_seconds"} for r in rows]
+
+
+def test_a_second_eval_on_the_same_out_refuses_or_waits(tmp_path, data_root):
+    out = tmp_path / "one"
+    store = out / "scores.jsonl"
+    slow = ["--proxy", "sleepy", "--import", "sleepy_proxy"]  # 1.5 s an arch: the first run is still going
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    first = subprocess.Popen(command(out, data_root, workers=1) + slow, cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while not score_lines(store):  # the first run holds the store and is scoring
+            assert first.poll() is None, first.stderr.read()
+            assert time.monotonic() < deadline, "no scores appeared within 300 s"
+            time.sleep(0.05)
+        refused = subprocess.run(command(out, data_root, workers=1) + slow, cwd=REPO, capture_output=True,
+                                 text=True, timeout=300, env=env)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        assert f"is being written by another process (pid {first.pid} on host" in refused.stderr
+        waiting = subprocess.run(command(out, data_root, workers=1) + slow + ["--wait"], cwd=REPO,
+                                 capture_output=True, text=True, timeout=600, env=env)
+        assert first.wait(timeout=300) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+        first.stderr.close()
+    assert waiting.returncode == 0, waiting.stderr
+    assert "waiting for the other writer" in waiting.stderr
+    assert f"{SAMPLE} architectures were already in the store (resumed)" in waiting.stderr
+    rows = score_lines(store)
+    assert len(rows) == SAMPLE and len({(r["index"], r["proxy"], r["seed"]) for r in rows}) == SAMPLE

@@ -15,12 +15,12 @@ from zc_proxies.naslib_format import (
     SENTINEL,
     from_naslib,
     naslib_value,
-    nb201_from_naslib,
-    nb201_to_naslib,
     our_value,
     to_naslib,
 )
-from zc_proxies.store import ScoreStore, read_store
+from zc_proxies.runs.store import ResultStore, read_store
+from zc_proxies.spaces.nb201.naslib import from_naslib_key as nb201_from_naslib
+from zc_proxies.spaces.nb201.naslib import to_naslib_key as nb201_to_naslib
 
 ARCH = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|"
 
@@ -141,7 +141,7 @@ def test_cli_import_then_export_reproduces_the_file(tmp_path, data_root, capsys)
 
 
 def test_cli_export_needs_one_seed(tmp_path, capsys):
-    store = ScoreStore(tmp_path / "scores.jsonl", {"space": "nb201", "dataset": "cifar10"})
+    store = ResultStore(tmp_path / "scores.jsonl", {"space": "nb201", "dataset": "cifar10"})
     store.append([{**r, "index": i, "dataset": "cifar10"} for i, r in enumerate(rows_for(0) + rows_for(1))])
     assert main(["export", str(tmp_path / "scores.jsonl"), "--out", str(tmp_path / "x.json"),
                  "--accuracy", "none"]) == 2

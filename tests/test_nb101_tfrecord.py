@@ -111,6 +111,11 @@ def record_file(tmp_path, cells):
             rows.append(row(h, 108, m, o, int(p), _accs(k, r)))
     h, m, o, p = cells[0]
     rows.append(row(h, 36, m, o, int(p), (0.8, 0.7, 0.6, 300.0)))
+    return write_records(tmp_path, rows)
+
+
+def write_records(tmp_path, rows: list[bytes]):
+    """The framed records as ``nasbench_tiny.tfrecord``; returns (path, byte offset of each record)."""
     path = tmp_path / "nasbench_tiny.tfrecord"
     offsets, blob = [], b""
     for data in rows:

@@ -327,7 +327,7 @@ def test_table_missing_columns_or_rows(tmp_path, data_root):
     broken = full.copy()
     broken.loc[3, "arch"] = broken.loc[3, "arch"].replace("~0", "~9", 1)
     broken.to_csv(path, index=False)
-    with pytest.raises(DataError, match="malformed, e.g. index 3"):
+    with pytest.raises(DataError, match=r"line 5 \(index 3, arch .*malformed arch .*source index must be 0, got '9'"):
         read_table(path)
 
 

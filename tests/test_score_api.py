@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -10,7 +11,7 @@ from model_state import assert_same, snapshot
 from torch import nn
 
 import zc_proxies
-from zc_proxies import BlockProbe, score
+from zc_proxies import Batch, BlockProbe, score
 from zc_proxies.errors import BatchError, ModelError, NonFiniteScoreError, UnknownNameError
 
 
@@ -109,3 +110,94 @@ def test_nan_score_is_an_error():
 def test_public_api_is_small():
     assert {"score", "list_proxies", "get_proxy", "register_proxy", "list_spaces", "get_space"} <= set(
         zc_proxies.__all__)
+
+
+# -- the Batch form ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("proxy", ["fisher", "fisher_potential", "snip", "jacob_cov", "zen"])
+def test_batch_equals_the_pair(proxy):
+    net, (x, y) = small_net(), batch()
+    assert score(net, Batch(x, y), proxy, seed=2) == score(net, (x, y), proxy, seed=2)
+    assert score(net, Batch(x, y, device="cpu"), proxy, seed=2) == score(net, (x, y), proxy, seed=2)
+
+
+def test_batch_carries_a_custom_loss():
+    net, (x, y) = small_net(), batch()
+
+    def soft(outputs, targets):  # soft-label cross-entropy: targets are (N, K) probabilities
+        return -(targets * outputs.log_softmax(1)).sum(1).mean()
+
+    probs = torch.nn.functional.one_hot(y, 10).double() * 0.9 + 0.01
+    assert score(net, Batch(x, probs, loss=soft), "fisher") == score(net, (x, probs), "fisher", loss_fn=soft)
+
+
+class KeywordBatch(Batch):
+    """A batch for models called as ``model(image=...)``: only how the model is called differs."""
+
+    def forward(self, model):
+        return model(image=self.inputs)
+
+
+class KeywordNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = small_net()
+
+    def forward(self, *, image):
+        return self.net(image)
+
+
+@pytest.mark.parametrize("proxy", ["fisher", "fisher_potential"])
+def test_a_batch_kind_of_its_own_scores_through_forward_loss(proxy):
+    model, (x, y) = KeywordNet(), batch()
+    assert score(model, KeywordBatch(x, y), proxy) == score(model.net, (x, y), proxy)
+
+
+def test_the_default_loss_checks_the_logits():
+    with pytest.raises(BatchError, match="logits of shape"):
+        Batch(*batch()).loss_of(torch.zeros(6))
+
+
+def _scale_weights(ctx) -> float:
+    """A careless proxy: changes the shared working copy's weights in place."""
+    with torch.no_grad():
+        for p in ctx.model.parameters():
+            p.mul_(-3.0)
+    return 1.0
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@needs_cuda
+@pytest.mark.parametrize("proxy", ["fisher", "fisher_potential", "snip", "zen"])
+def test_scoring_on_the_gpu_leaves_the_model_on_the_cpu(proxy):
+    net, (x, y) = small_net().double(), batch()
+    before = snapshot(net)
+    on_gpu = score(net, Batch(x, y, device="cuda"), proxy, seed=4)
+    assert_same(before, snapshot(net))
+    assert {p.device.type for p in net.parameters()} == {"cpu"}
+    if proxy != "zen":  # zen draws its random inputs from a generator on the scoring device
+        assert on_gpu == pytest.approx(score(net, (x, y), proxy, seed=4), rel=1e-9)
+    # and a model that lives on the GPU is scored on the CPU, bit for bit as a CPU model
+    gpu_net = copy.deepcopy(net).cuda()
+    before = snapshot(gpu_net)
+    assert score(gpu_net, Batch(x, y, device="cpu"), proxy, seed=4) == score(net, (x, y), proxy, seed=4)
+    assert_same(before, snapshot(gpu_net))
+    assert {p.device.type for p in gpu_net.parameters()} == {"cuda"}
+
+
+@needs_cuda
+def test_the_gpu_working_copy_is_put_back_between_proxies():
+    from zc_proxies.proxies import PROXIES, register_proxy
+
+    register_proxy("test_scale_weights", needs_labels=False, needs_grad=False, bn_mode="train")(_scale_weights)
+    try:
+        net, (x, y) = small_net().double(), batch()
+        on_gpu = Batch(x, y, device="cuda")
+        others = ["fisher", "snip", "jacob_cov", "naswot"]
+        alone = {n: score(net, on_gpu, n, seed=1) for n in others}
+        mixed = score(net, on_gpu, ["test_scale_weights", *others], seed=1)
+        for n in others:
+            assert mixed[n] == pytest.approx(alone[n], rel=1e-9), n
+    finally:
+        PROXIES.remove("test_scale_weights")

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from .errors import ZCBenchError
+from .errors import guarded
 
 # Modules under zc_proxies.commands, in the order their subcommands are listed.
 COMMANDS = ["list", "blockswap", "eval", "merge", "convert", "naslib"]
@@ -25,22 +25,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         importlib.import_module(f"zc_proxies.commands.{name}").add_parser(subparsers)
     return parser
-
-
-def guarded(name: str, run: Callable[[], int | None]) -> int:
-    """Run a command's body; a :class:`ZCBenchError` becomes one line on stderr and exit status 2.
-
-    The benchmark scripts use it too, so bad input (a missing data root, a
-    corrupt file) reads as a sentence naming the problem, not a traceback.
-    """
-    try:
-        return int(run() or 0)
-    except ZCBenchError as exc:
-        print(f"{name}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted; finished scores are kept", file=sys.stderr)
-        return 130
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,6 +7,9 @@ them all in one place while still seeing a message that names the problem.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 
 class ZCBenchError(Exception):
     """Base class of every error zcbench raises on purpose."""
@@ -45,3 +48,35 @@ class MissingDataError(DataError, FileNotFoundError):
 
 class ArchError(ZCBenchError, ValueError):
     """An architecture description that is malformed for its search space."""
+
+
+class ConfigError(ZCBenchError, ValueError):
+    """A run-level setting that cannot work (device, seed, output path, an option out of range).
+
+    Raised before a run stores anything, so a bad option never leaves a half-made store behind.
+    """
+
+
+class StoreLockedError(ZCBenchError, RuntimeError):
+    """Another process is writing the same result store."""
+
+
+class RunError(ZCBenchError, RuntimeError):
+    """A run could not go on (its worker processes died, say); finished results are kept."""
+
+
+def guarded(name: str, run: Callable[[], int | None]) -> int:
+    """Run a command's body; a :class:`ZCBenchError` becomes one line on stderr and exit status 2.
+
+    The command line and the benchmark scripts use it, so bad input (a missing
+    data root, a corrupt file) reads as a sentence naming the problem, not a
+    traceback.
+    """
+    try:
+        return int(run() or 0)
+    except ZCBenchError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; finished scores are kept", file=sys.stderr)
+        return 130

@@ -18,9 +18,8 @@ read here; the first is written. Conversions, all reversible:
   failed score as status ``nan``; export applies NASLib's transform, import
   undoes it (a stored 0 stays 0, as NASLib writes 0 for a raw 0);
 * architecture keys: for NAS-Bench-201 NASLib's key is its op-index tuple
-  ``"(t0, t1, t2, t3, t4, t5)"`` (ops 0 skip_connect, 1 none, 2 nor_conv_3x3,
-  3 nor_conv_1x1, 4 avg_pool_3x3, on edges (1,2), (1,3), (1,4), (2,3), (2,4), (3,4)),
-  converted to and from the official arch string. For other spaces the key is
+  ``"(t0, t1, t2, t3, t4, t5)"``, converted to and from the official arch
+  string by :mod:`zc_proxies.spaces.nb201.naslib`. For other spaces the key is
   the stored arch as text, both ways.
 
 Imported rows carry ``proxy_version`` ``"naslib"`` and ``seed`` -1 (NASLib does
@@ -29,7 +28,6 @@ not record its seeds), so they never mix with rows zcbench computed.
 
 from __future__ import annotations
 
-import ast
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -49,50 +47,17 @@ TO_NASLIB_DATASET = {"cifar10": "cifar10", "cifar10-valid": "cifar10", "cifar100
                      "imagenet16-120": "ImageNet16-120"}
 FROM_NASLIB_DATASET = {"cifar10": "cifar10", "cifar100": "cifar100", "ImageNet16-120": "imagenet16-120"}
 
-#: NASLib's NAS-Bench-201 op ids
-NB201_NASLIB_OPS = ("skip_connect", "none", "nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3")
-# position in NASLib's tuple of each edge of the arch string (1<-0 | 2<-0 2<-1 | 3<-0 3<-1 3<-2)
-_NB201_STRING_ORDER = (0, 1, 3, 2, 4, 5)
-
 LOG_PROXIES = frozenset({"synflow"})
 
 NOT_PROXIES = frozenset({"val_accuracy", "idx", "arch", "test_accuracy", "train_time"})
 
 
-def nb201_from_naslib(key: str | Sequence[int]) -> str:
-    """The arch string of a NASLib NAS-Bench-201 op tuple (or its text ``"(4, 3, 3, 0, 0, 0)"``)."""
-    ops = _parse_tuple(key) if isinstance(key, str) else tuple(key)
-    if len(ops) != 6 or not all(isinstance(o, int) and 0 <= o < len(NB201_NASLIB_OPS) for o in ops):
-        raise DataError(f"{key!r} is not a NASLib NAS-Bench-201 key: expected 6 op ids in 0..4")
-    names = [NB201_NASLIB_OPS[ops[i]] for i in _NB201_STRING_ORDER]
-    return f"|{names[0]}~0|+|{names[1]}~0|{names[2]}~1|+|{names[3]}~0|{names[4]}~1|{names[5]}~2|"
-
-
-def nb201_to_naslib(arch: str) -> str:
-    """NASLib's key ``"(t0, ..., t5)"`` of an official NAS-Bench-201 arch string."""
-    from .spaces.nb201.arch import parse_arch
-
-    ops = parse_arch(arch)
-    ids = [0] * 6
-    for pos, op in zip(_NB201_STRING_ORDER, ops):
-        ids[pos] = NB201_NASLIB_OPS.index(op)
-    return "(" + ", ".join(str(i) for i in ids) + ")"
-
-
-def _parse_tuple(text: str) -> tuple:
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        raise DataError(f"architecture key {text!r} is not a tuple or list literal") from None
-    if not isinstance(value, (tuple, list)):
-        raise DataError(f"architecture key {text!r} is not a tuple or list literal")
-    return tuple(value)
-
-
 def arch_codec(space: str) -> tuple[Callable[[Any], str], Callable[[str], Any]]:
     """``(to_key, from_key)`` for ``space``: NASLib's key of a stored arch, and back."""
     if space == "nb201":
-        return nb201_to_naslib, nb201_from_naslib
+        from .spaces.nb201.naslib import from_naslib_key, to_naslib_key
+
+        return to_naslib_key, from_naslib_key
     return str, (lambda key: key)
 
 

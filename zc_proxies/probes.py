@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from .errors import ModelError
+
 
 class BlockProbe(nn.Identity):
     """Marks the output of a block for ``fisher_potential``.
@@ -41,8 +43,11 @@ def channel_saliencies(
 ) -> list[tuple[nn.Module, torch.Tensor]]:
     """Run ``forward_loss`` once and return ``(module, g)`` for every call of a probed module.
 
-    ``g`` has shape ``(N, C)``. A module called twice in one forward pass gives
-    two entries. Probes whose output does not reach the loss give zeros.
+    ``forward_loss`` runs ``model`` on a minibatch and returns the scalar loss
+    (:meth:`~zc_proxies.proxies.base.ScoringContext.forward_loss`), whatever the
+    model's calling convention. ``g`` has shape ``(N, C)``. A module called twice
+    in one forward pass gives two entries. Probes whose output does not reach the
+    loss give zeros.
     """
     probes = list(modules)
     scales: list[torch.Tensor] = []
@@ -50,7 +55,9 @@ def channel_saliencies(
 
     def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
         if not isinstance(output, torch.Tensor) or output.dim() < 2:
-            raise TypeError(f"cannot probe {type(module).__name__}: its output is not a batch of channels")
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            raise ModelError(f"cannot probe {type(module).__name__}: its output ({shape}) is not a batch of "
+                             "channels (N, C, ...)")
         dim = channel_dim(module) % output.dim()
         shape = [1] * output.dim()
         shape[0], shape[dim] = output.shape[0], output.shape[dim]

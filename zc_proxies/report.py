@@ -19,21 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, RunError
 from .proxies import get_proxy
+from .runs.atomic import atomic_open, atomic_write_text
+from .runs.store import ERROR, NAN, OK
 from .spaces import SearchSpace
 from .stats import CorrelationResult, correlation, top_k_overlap
-from .store import ERROR, NAN, OK
-
-# What each (space, split, dataset) target means, for footnotes.
-TARGET_NOTES = {
-    ("nb201", "val", "cifar10-valid"): "cifar10-valid x-valid accuracy (trained on 25k CIFAR-10 train images)",
-    ("nb201", "test", "cifar10"): "cifar10 ori-test accuracy (trained on all 50k train images)",
-    ("nb201", "val", "cifar100"): "cifar100 x-valid accuracy",
-    ("nb201", "test", "cifar100"): "cifar100 x-test accuracy",
-    ("nb201", "val", "imagenet16-120"): "ImageNet16-120 x-valid accuracy",
-    ("nb201", "test", "imagenet16-120"): "ImageNet16-120 x-test accuracy",
-}
 
 
 @dataclass(frozen=True)
@@ -61,10 +52,10 @@ class ReportContext:
     spec: str
     space: str
     dataset: str
-    num_classes: int
-    batch_size: int
+    num_classes: int | None
+    batch_size: int | None
     seed: int
-    augment: bool
+    augment: bool | None
     data_source: str
     stand_in_for: str | None
     source_note: str
@@ -72,6 +63,8 @@ class ReportContext:
     n_resamples: int = 1000
     extra_notes: tuple[str, ...] = field(default=())
     sampling: str = "uniform"
+    target_notes: Mapping[str, str] = field(default_factory=dict)
+    """``{split: what that split's accuracy is}``, as the space describes its targets."""
 
 
 def summarise(rows: Iterable[Mapping[str, Any]], space: SearchSpace, targets: Mapping[str, str],
@@ -142,17 +135,18 @@ def _ci(r: CorrelationResult) -> str:
 def footnotes(ctx: ReportContext, table: Sequence[TableRow]) -> list[str]:
     """The lines under a table: data, stand-in, targets, sign, bootstrap."""
     n = max((r.n_archs for r in table), default=0)
-    notes = [
-        f"{ctx.spec}: {n} architectures of space {ctx.space}, networks built for {ctx.dataset} "
-        f"({ctx.num_classes} classes), seed {ctx.seed}; one "
-        f"{'class-balanced ' if ctx.sampling == 'balanced' else ''}minibatch of {ctx.batch_size} "
-        f"{ctx.data_source} images per architecture{' with training augmentation' if ctx.augment else ''}.",
-    ]
+    classes = f" ({ctx.num_classes} classes)" if ctx.num_classes else ""
+    if ctx.batch_size is None:  # scores made elsewhere (an imported score file): no minibatch is known
+        batch = f"scores from {ctx.data_source}, minibatch not recorded."
+    else:
+        batch = (f"one {'class-balanced ' if ctx.sampling == 'balanced' else ''}minibatch of {ctx.batch_size} "
+                 f"{ctx.data_source} images per architecture{' with training augmentation' if ctx.augment else ''}.")
+    notes = [f"{ctx.spec}: {n} architectures of space {ctx.space}, networks built for {ctx.dataset}{classes}, "
+             f"seed {ctx.seed}; {batch}"]
     if ctx.stand_in_for:
         notes.append(f"STAND-IN DATA: {ctx.data_source} images stand in for {ctx.stand_in_for}; {ctx.source_note}.")
     for split, dataset in ctx.targets:
-        what = TARGET_NOTES.get((ctx.space, split, dataset), f"{dataset} {split} accuracy")
-        notes.append(f"{split} = {what}.")
+        notes.append(f"{split} = {ctx.target_notes.get(split) or f'{dataset} {split} accuracy'}.")
     lower = sorted({r.proxy for r in table if not r.higher_is_better})
     notes.append("Sign: correlations use scores oriented so that higher = predicted better"
                  + (f"; lower-is-better proxies negated: {', '.join(lower)}." if lower else "."))
@@ -284,19 +278,43 @@ def scatter_plot(path: str | Path, rows: Iterable[Mapping[str, Any]], space: Sea
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_open(path, "wb") as fh:
+            fig.savefig(fh, dpi=120, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 
 def write_reports(out_dir: str | Path, table: Sequence[TableRow], ctx: ReportContext, *,
                   stem: str = "correlations") -> dict[str, Path]:
-    """Write ``<stem>.csv``, ``.md`` and ``.tex`` under ``out_dir``; return their paths."""
+    """Write ``<stem>.csv``, ``.md`` and ``.tex`` under ``out_dir`` (each whole or not at all); return their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for ext, fn in (("csv", to_csv), ("md", to_markdown), ("tex", to_latex)):
-        p = out / f"{stem}.{ext}"
-        p.write_text(fn(table, ctx))
-        paths[ext] = p
-    return paths
+    return {ext: atomic_write_text(out / f"{stem}.{ext}", fn(table, ctx))
+            for ext, fn in (("csv", to_csv), ("md", to_markdown), ("tex", to_latex))}
+
+
+@dataclass
+class Report:
+    """A written correlation report: its rows, the terminal text, and the files."""
+
+    table: list[TableRow]
+    text: str
+    paths: dict[str, Path]
+
+
+def make_report(out_dir: str | Path, stem: str, rows: Sequence[Mapping[str, Any]], space: SearchSpace,
+                ctx: ReportContext, proxies: Sequence[str], indices: Sequence[int] | None, *,
+                plot: bool = True) -> Report:
+    """Correlate stored ``rows`` and write CSV, Markdown, LaTeX (and the scatter PNG) under ``out_dir``."""
+    table = summarise(rows, space, dict(ctx.targets), proxies, ctx.seed, indices, n_resamples=ctx.n_resamples)
+    try:
+        paths = write_reports(out_dir, table, ctx, stem=stem)
+        if plot:
+            name = stem.replace("correlations", "scatter", 1) if "correlations" in stem else f"{stem}-scatter"
+            paths["png"] = scatter_plot(Path(out_dir) / f"{name}.png", rows, space, ctx, table, proxies, indices)
+    except OSError as exc:
+        raise RunError(f"cannot write the report under {str(out_dir)!r} ({exc.strerror or exc}); the scores are "
+                       "stored: fix the cause and rerun to write it") from exc
+    return Report(table, to_text(table, ctx), paths)

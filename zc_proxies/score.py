@@ -11,25 +11,34 @@ flags and hooks; if a proxy changed its structure (replaced a submodule, a
 parameter or a ``forward``), the next proxy gets a fresh copy. So no proxy's
 mutation reaches another proxy's result, and each result equals the result of
 scoring that proxy alone.
+
+The working copy and the batch are on the batch's device (``Batch(..., device=)``,
+else the model's), so a model kept on the CPU can be scored on a GPU. Every
+mistake in what is passed in (a model that is no plain ``nn.Module``, a bad
+seed, a batch or loss that does not fit the model) raises a
+:class:`~zc_proxies.errors.ZCBenchError` subclass that names it.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import numbers
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
-from .batch import check_batch, checked_cross_entropy
-from .errors import NonFiniteScoreError, UnknownNameError
+from .batch import Batch, LossFn, as_batch, batchnorm_guard, check_model
+from .errors import ConfigError, ModelError, NonFiniteScoreError, UnknownNameError
 from .proxies import get_proxy
 from .proxies._shared import TOGETHER
-from .proxies.base import LossFn, Proxy, ScoringContext
+from .proxies.base import Proxy, ScoringContext
+
+MAX_SEED = 2**64 - 1
+"""Largest scoring seed: torch's generators take seeds in ``0..2**64 - 1``."""
 
 
 def _tensors(model: nn.Module) -> list[torch.Tensor]:
@@ -43,21 +52,29 @@ def _hook_dicts(module: nn.Module) -> dict[str, dict]:
 
 
 class _WorkingCopy:
-    """A private copy of ``source`` in one BatchNorm mode, put back after each proxy by :meth:`reset`."""
+    """A private copy of ``source`` on ``device`` in one BatchNorm mode, put back after each proxy by :meth:`reset`."""
 
-    def __init__(self, source: nn.Module, bn_mode: str) -> None:
+    def __init__(self, source: nn.Module, bn_mode: str, device: torch.device) -> None:
         self.source = source
         self.bn_mode = bn_mode
+        self.device = device
+        self._origin = _tensors(source)
         self.model = self._fresh()
 
     def _fresh(self) -> nn.Module:
-        work = copy.deepcopy(self.source)
+        try:
+            work = copy.deepcopy(self.source)
+        except Exception as exc:  # noqa: BLE001  (whatever stops the copy is in the caller's model)
+            raise ModelError(f"the model cannot be copied (copy.deepcopy failed: {exc}); proxies run on a "
+                             "private copy, so the model must be deep-copyable") from exc
+        if any(t.device != self.device for t in _tensors(work)):
+            work.to(self.device)
         work.train(self.bn_mode == "train")
         for p in work.parameters():
             p.grad = None
         self._modules = list(work.modules())
         self._tensors = _tensors(work)
-        self._origin = _tensors(self.source)
+        self._layout = [(t.shape, t.dtype, t.device) for t in self._tensors]
         self._training = [m.training for m in self._modules]
         self._requires_grad = [p.requires_grad for p in work.parameters()]
         self._hooks = [{k: set(d) for k, d in _hook_dicts(m).items()} for m in self._modules]
@@ -71,8 +88,7 @@ class _WorkingCopy:
         tensors = _tensors(work)
         return (len(modules) == len(self._modules) and all(a is b for a, b in zip(modules, self._modules))
                 and len(tensors) == len(self._tensors) and all(a is b for a, b in zip(tensors, self._tensors))
-                and all(t.shape == o.shape and t.dtype == o.dtype and t.device == o.device
-                        for t, o in zip(tensors, self._origin))
+                and [(t.shape, t.dtype, t.device) for t in tensors] == self._layout
                 and ["forward" in vars(m) for m in modules] == self._overrides)
 
     def reset(self) -> None:
@@ -82,7 +98,7 @@ class _WorkingCopy:
             return
         with torch.no_grad():
             for t, o in zip(self._tensors, self._origin):
-                if not torch.equal(t, o):
+                if t.device != o.device or not torch.equal(t, o):
                     t.copy_(o)
         for p, flag in zip(self.model.parameters(), self._requires_grad):
             p.grad = None
@@ -96,12 +112,10 @@ class _WorkingCopy:
                 m._is_full_backward_hook = full
 
 
-def _call(proxy: Proxy, work: nn.Module, inputs: torch.Tensor, targets: torch.Tensor | None,
-          loss_fn: LossFn | None, seed: int, cache: dict) -> float:
-    ctx = ScoringContext(model=work, inputs=inputs, targets=targets,
-                         loss_fn=loss_fn or checked_cross_entropy, seed=seed, cache=cache)
-    devices = [inputs.device] if inputs.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+def _call(proxy: Proxy, work: nn.Module, batch: Batch, seed: int, cache: dict) -> float:
+    ctx = ScoringContext(model=work, batch=batch, seed=seed, cache=cache, proxy=proxy.name)
+    devices = [batch.device] if batch.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), batchnorm_guard(work, batch):
         torch.manual_seed(seed)
         value = float(proxy.fn(ctx))
     if not math.isfinite(value):
@@ -112,19 +126,19 @@ def _call(proxy: Proxy, work: nn.Module, inputs: torch.Tensor, targets: torch.Te
     return value
 
 
-def run_proxy(
-    proxy: Proxy,
-    model: nn.Module,
-    inputs: torch.Tensor,
-    targets: torch.Tensor | None,
-    *,
-    loss_fn: LossFn | None = None,
-    seed: int = 0,
-    cache: dict | None = None,
-) -> float:
-    """Score an already-checked batch with one proxy, on a private copy of ``model``."""
-    work = _WorkingCopy(model, proxy.spec.bn_mode)
-    return _call(proxy, work.model, inputs, targets, loss_fn, seed, cache if cache is not None else {})
+def scoring_seed(seed: object) -> int:
+    """``seed`` as an int in ``0..MAX_SEED`` (0 for None), or a :class:`ConfigError` saying why not.
+
+    Torch would silently truncate a float seed and wrap a negative one, so two
+    different seeds could give the same score; they are refused instead.
+    """
+    if seed is None:
+        return 0
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ConfigError(f"seed must be a whole number in 0..2**64 - 1, got {seed!r}")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise ConfigError(f"seed {int(seed)} is out of range: use a whole number in 0..2**64 - 1")
+    return int(seed)
 
 
 @dataclass(frozen=True)
@@ -150,29 +164,41 @@ class ProxyResult:
         return "nan" if isinstance(self.error, NonFiniteScoreError) else "error"
 
 
-def _names(proxy: str | Sequence[str]) -> list[str]:
-    names = [proxy] if isinstance(proxy, str) else list(dict.fromkeys(proxy))
+def _names(proxy: object) -> list[str]:
+    if isinstance(proxy, str):
+        names = [proxy]
+    elif isinstance(proxy, Iterable) and not isinstance(proxy, (bytes, Mapping)):
+        names = list(proxy)
+    else:
+        raise ConfigError(f"proxy must be a proxy name or a list of names, got {type(proxy).__name__}")
+    wrong = [name for name in names if not isinstance(name, str)]
+    if wrong:
+        raise ConfigError(f"proxy names are strings, got {wrong[0]!r} ({type(wrong[0]).__name__})")
+    names = list(dict.fromkeys(names))
     if not names:
         raise UnknownNameError("no proxy named: pass a proxy name or a non-empty list of names")
     return names
 
 
-def _run_all(model: nn.Module, batch: Any, names: list[str], loss_fn: LossFn | None, seed: int | None,
+def _run_all(model: object, batch: object, names: list[str], loss_fn: LossFn | None, seed: object,
              stop_on_error: bool) -> dict[str, ProxyResult]:
+    """Check every input, then score the proxies: one working copy per BatchNorm mode, passes shared."""
     proxies = [get_proxy(name) for name in names]
+    seed = scoring_seed(seed)
+    model = check_model(model)
     needs_labels = any(p.spec.needs_labels for p in proxies)
-    inputs, targets = check_batch(model, batch, needs_labels=needs_labels, class_targets=loss_fn is None)
+    checked = as_batch(batch, loss_fn).check(model, needs_labels=needs_labels)
     groups: dict[str, list[Proxy]] = {}
     for p in proxies:
         groups.setdefault(p.spec.bn_mode, []).append(p)
     results: dict[str, ProxyResult] = {}
     for mode, members in groups.items():
-        work = _WorkingCopy(model, mode)
+        work = _WorkingCopy(model, mode, checked.device)
         cache: dict = {TOGETHER: tuple(p.name for p in members)}
         for p in members:
             start = time.perf_counter()
             try:
-                value, error = _call(p, work.model, inputs, targets, loss_fn, seed or 0, cache), None
+                value, error = _call(p, work.model, checked, seed, cache), None
             except Exception as exc:  # noqa: BLE001  (reported per proxy, or re-raised below)
                 if stop_on_error:
                     raise
@@ -185,7 +211,7 @@ def _run_all(model: nn.Module, batch: Any, names: list[str], loss_fn: LossFn | N
 
 def score(
     model: nn.Module,
-    batch: Any,
+    batch: Batch | tuple[torch.Tensor, torch.Tensor | None] | torch.Tensor,
     proxy: str | Sequence[str] = "fisher",
     *,
     loss_fn: LossFn | None = None,
@@ -196,25 +222,48 @@ def score(
     Parameters
     ----------
     model
-        Any ``nn.Module``. It is left exactly as it was: weights, buffers,
-        ``.grad``, train/eval mode and hooks (proxies run on a private copy).
+        Any ``nn.Module`` (not a TorchScript one). It is left exactly as it was:
+        weights, buffers, ``.grad``, train/eval mode, hooks and device (proxies
+        run on a private copy), also when scoring raises.
     batch
-        ``(inputs, targets)``; targets are integer class indices (they may be
-        None for proxies that need no labels).
+        A :class:`~zc_proxies.batch.Batch` (inputs, targets, loss and the device
+        to score on; a subclass for other tasks, such as
+        :class:`~zc_proxies.blockswap.detection.DetectionBatch`), or the short
+        forms ``(inputs, targets)`` and ``inputs``: targets are integer class
+        indices, and may be left out for proxies that need no labels.
     proxy
         A registered proxy name, or a list of names (then a dict is returned).
         Proxies asked for together share their forward/backward passes where
         they can; each value equals the one that proxy gives alone.
     loss_fn
-        Loss of ``(outputs, targets)``; cross-entropy by default.
+        Loss of ``(outputs, targets)`` for the short forms; cross-entropy by
+        default. A :class:`~zc_proxies.batch.Batch` carries its own ``loss``.
     seed
-        Seeds whatever randomness a proxy uses (0 when None).
+        Seeds whatever randomness a proxy uses: a whole number in
+        ``0..2**64 - 1`` (0 when None).
 
     Returns
     -------
     float or dict
         The score (higher is better unless the proxy's spec says otherwise), or
         ``{name: score}`` when several proxies were asked for.
+
+    Raises
+    ------
+    UnknownNameError
+        An unregistered proxy name, or an empty list.
+    ConfigError
+        A seed that is not a whole number in range; a proxy given as neither a
+        name nor a list of names; a device that is not available.
+    ModelError
+        A model proxies cannot work with: not an ``nn.Module``, TorchScript, on
+        the ``meta`` device, lazy, not deep-copyable, or without the layers the
+        proxy measures.
+    BatchError
+        A batch that does not fit the model (shape, dtype, labels, a one-sample
+        batch into train-mode BatchNorm), or a loss that is not one number.
+    NonFiniteScoreError
+        A NaN or infinite score.
     """
     names = _names(proxy)
     results = _run_all(model, batch, names, loss_fn, seed, stop_on_error=True)
@@ -224,7 +273,7 @@ def score(
 
 def score_detailed(
     model: nn.Module,
-    batch: Any,
+    batch: Batch | tuple[torch.Tensor, torch.Tensor | None] | torch.Tensor,
     proxy: str | Sequence[str],
     *,
     loss_fn: LossFn | None = None,
@@ -234,6 +283,8 @@ def score_detailed(
 
     Returns ``{name: ProxyResult}`` with each proxy's value, wall time and error,
     for evaluators that store one row per proxy (status ``ok`` / ``nan`` /
-    ``error``). A batch that does not fit the model still raises at once.
+    ``error``). What is wrong for every proxy still raises at once, as in
+    :func:`score`: bad names, seed or model, a batch that does not fit the model,
+    a model that cannot be copied.
     """
     return _run_all(model, batch, _names(proxy), loss_fn, seed, stop_on_error=False)

@@ -3,8 +3,8 @@
 Network files (``model.pt``, and the checkpoint too) are ``torch.save`` dicts
 with a ``format`` marker, ``net`` (skeleton name), ``blocks`` (one block name
 per block), ``num_classes`` and ``state_dict``; :func:`load_network` reads
-either. Every file is written under a temporary name, synced and renamed over
-the old one, so an interrupted run never leaves a half-written file behind.
+either. Every file is written atomically (:mod:`zc_proxies.runs.atomic`), so an
+interrupted run never leaves a half-written file behind.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import ArchError, DataError, MissingDataError, UnknownNameError
+from ..runs.atomic import atomic_torch_save
 from .config import Configuration
 from .networks import BlockSwapNet, NetSpec, get_net
 
@@ -43,27 +44,9 @@ def network_record(model: BlockSwapNet) -> dict[str, Any]:
             "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def save_network(path: str | os.PathLike, model: BlockSwapNet, **extra: Any) -> None:
     """Write ``model`` (and ``extra`` keys) to ``path`` atomically, in the network-file format."""
-    _atomic_save({**network_record(model), **extra}, Path(path))
+    atomic_torch_save({**network_record(model), **extra}, Path(path))
 
 
 def network_file(path: str | os.PathLike) -> Path:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from ..errors import ArchError, DataError, MissingDataError, UnknownNameError
+from ..runs.atomic import atomic_write_text
 from .blocks import BlockType
 from .networks import BlockSwapNet, NetSpec, get_net
 
@@ -87,13 +88,7 @@ class Configuration:
 
     def save(self, path: str | os.PathLike, **extra: Any) -> None:
         """Write the JSON form (plus ``extra`` keys) to ``path`` atomically."""
-        path = Path(path)
-        body = {**self.to_json(), **extra}
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w") as fh:
-            json.dump(body, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps({**self.to_json(), **extra}, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Configuration:

@@ -31,8 +31,8 @@ The parameter budget
 The score
     BlockSwap's Fisher potential (the ``fisher_potential`` proxy) over the
     backbone's BlockProbes, with the sum of Mask R-CNN's five training losses
-    on one minibatch of COCO images and targets as the loss; see
-    :func:`detection_fisher_potential`.
+    on one minibatch of COCO images and targets as the loss: :func:`zc_proxies.score`
+    of a :class:`DetectionBatch`; see :func:`detection_fisher_potential`.
 The search
     :func:`search_detection`: the classification search's rejection sampler,
     per-candidate seeds and resumable candidate store, with this score.
@@ -40,11 +40,12 @@ The search
 
 from __future__ import annotations
 
-import copy
-import math
+import dataclasses
+import inspect
 import time
+import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,14 +53,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ArchError, BatchError, DataError, NonFiniteScoreError
+from ..batch import Batch, LossFn, model_device
+from ..data.coco import COCO_NUM_CLASSES, CocoDataset, CocoWarning, load_coco
+from ..data.images import data_root
+from ..errors import ArchError, BatchError, DataError, ModelError
 from ..proxies import get_proxy
-from ..proxies.base import ScoringContext
+from ..runs.device import check_device
+from ..runs.runner import Runner
+from ..runs.search import SearchResult, run_search, scored_row
+from ..runs.seeding import derive_seed
+from ..runs.shards import Shard
+from ..score import score
 from .blocks import PAPER_POOL
-from .coco import COCO_NUM_CLASSES, CocoDataset, load_coco
 from .config import Configuration
 from .networks import BlockSwapNet, NetSpec, count_parameters, get_net
-from .search import PROXY, Sampler, SearchResult, check_search_fields, draw_candidate, run_search, scored_row
+from .search import PROXY, Sampler, check_search_fields, draw_candidate, save_winner
 
 TASK = "coco-mask-rcnn"
 FPN_CHANNELS = 256
@@ -156,24 +164,12 @@ def build_detector(config: Configuration, *, seed: int = 0, min_size: int = 800,
 
 
 # -- the score ---------------------------------------------------------------------------------------
-class DetectionLoss(nn.Module):
-    """A torchvision detector whose ``forward((images, targets))`` is the sum of its training losses."""
-
-    def __init__(self, detector: nn.Module) -> None:
-        super().__init__()
-        self.detector = detector
-
-    def forward(self, batch: tuple[Images, Targets]) -> torch.Tensor:
-        images, targets = batch
-        losses = self.detector(images, targets)
-        if not isinstance(losses, dict) or not losses:
-            raise BatchError(f"the detector returned {type(losses).__name__}, not its dict of training losses; "
-                             "is it a torchvision detection model?")
-        return torch.stack([v.reshape(()) for v in losses.values()]).sum()
-
-
-def _loss_is_output(output: torch.Tensor, _targets: Any) -> torch.Tensor:
-    return output
+def summed_losses(losses: Any, _targets: Any) -> torch.Tensor:
+    """The sum of a torchvision detector's training losses (the dict it returns in train mode)."""
+    if not isinstance(losses, dict) or not losses:
+        raise ModelError(f"the detector returned {type(losses).__name__}, not its dict of training losses; "
+                         "is it a torchvision detection model?")
+    return torch.stack([v.reshape(()) for v in losses.values()]).sum()
 
 
 def num_classes_of(detector: nn.Module) -> int | None:
@@ -192,13 +188,20 @@ def check_detection_batch(detector: nn.Module, images: Images, targets: Targets)
                          f"{len(targets) if isinstance(targets, (list, tuple)) else type(targets).__name__} targets")
     k = num_classes_of(detector)
     for i, (image, target) in enumerate(zip(images, targets)):
-        if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
+        if (not isinstance(image, torch.Tensor) or not image.is_floating_point() or image.dim() != 3
+                or image.shape[0] != 3):
             raise BatchError(f"image {i} must be a float tensor (3, H, W), got "
-                             f"{tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__}")
+                             + (f"{tuple(image.shape)} {image.dtype}" if isinstance(image, torch.Tensor)
+                                else type(image).__name__))
+        if not isinstance(target, Mapping):
+            raise BatchError(f"target {i} must be a dict of tensors (boxes, labels, masks), got {type(target).__name__}")
         missing = [key for key in ("boxes", "labels", "masks") if key not in target]
         if missing:
             raise BatchError(f"target {i} lacks {', '.join(missing)} (Mask R-CNN trains on boxes, labels, masks)")
         boxes, labels, masks = target["boxes"], target["labels"], target["masks"]
+        if not all(isinstance(t, torch.Tensor) for t in (boxes, labels, masks)):
+            raise BatchError(f"target {i}: boxes, labels and masks must be tensors, got {type(boxes).__name__}, "
+                             f"{type(labels).__name__} and {type(masks).__name__}")
         n = boxes.shape[0] if boxes.dim() == 2 else -1
         if boxes.dim() != 2 or boxes.shape[1] != 4 or labels.shape != (n,) or masks.shape != (n, *image.shape[1:]):
             raise BatchError(f"target {i}: boxes {tuple(boxes.shape)}, labels {tuple(labels.shape)} and masks "
@@ -211,22 +214,84 @@ def check_detection_batch(detector: nn.Module, images: Images, targets: Targets)
                              f"{k} classes (0 = background): labels must lie in 1..{k - 1}")
 
 
+def _takes_images_and_targets(model: nn.Module) -> bool:
+    """Whether ``model.forward`` accepts two positional arguments (a classifier's takes one)."""
+    try:
+        signature = inspect.signature(model.forward)
+    except (TypeError, ValueError):  # no signature to read: let the call decide
+        return True
+    kinds = [p.kind for p in signature.parameters.values()]
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return inspect.Parameter.VAR_POSITIONAL in kinds or sum(kind in positional for kind in kinds) >= 2
+
+
+@dataclass(frozen=True, eq=False)
+class DetectionBatch(Batch):
+    """A minibatch for a torchvision detector: images of any sizes and one target dict per image.
+
+    The detector is called as ``model(images, targets)`` and, in train mode,
+    returns its dict of training losses; the loss is their sum (for Mask R-CNN:
+    classifier, box regression, mask, objectness and RPN box losses). Scored
+    with :func:`zc_proxies.score` like a classification batch, e.g.
+    ``score(detector, DetectionBatch(images, targets), "fisher_potential")``;
+    proxies that need the inputs as one tensor refuse it.
+
+    Attributes
+    ----------
+    inputs
+        The images, float tensors ``(3, H, W)``.
+    targets
+        One dict per image with ``boxes`` ``(n, 4)`` (x1, y1, x2, y2), ``labels``
+        ``(n,)`` in ``1..classes - 1`` and ``masks`` ``(n, H, W)``.
+    loss
+        ``loss(loss_dict, targets)``; the sum of the losses by default.
+    device
+        As for :class:`~zc_proxies.batch.Batch`: where the private copy of the
+        detector and the batch are scored (the detector's device when None).
+    """
+
+    inputs: Images
+    targets: Targets
+    loss: LossFn = summed_losses
+    device: torch.device | str | None = None
+
+    @property
+    def num_samples(self) -> int:
+        """How many images the batch holds."""
+        return len(self.inputs)
+
+    def check(self, model: nn.Module, *, needs_labels: bool = True) -> DetectionBatch:
+        """Validate the batch against the detector (:func:`check_detection_batch`); return it on the scoring device."""
+        if not _takes_images_and_targets(model):
+            raise ModelError(f"a DetectionBatch calls model(images, targets), but {type(model).__name__}.forward "
+                             "takes one input; pass a torchvision detection model")
+        check_detection_batch(model, self.inputs, self.targets)
+        return self.to(self.device if self.device is not None else model_device(model))
+
+    def to(self, device: torch.device | str) -> DetectionBatch:
+        """The same batch with its images and target tensors on ``device`` (which it then scores on)."""
+        device = torch.device(device)
+        images = [image.to(device) for image in self.inputs]
+        targets = [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in t.items()}
+                   for t in self.targets]
+        return dataclasses.replace(self, inputs=images, targets=targets,
+                                   device=images[0].device if images else device)
+
+    def forward(self, model: nn.Module) -> Any:
+        """Run the detector on the batch: ``model(images, targets)`` (its loss dict in train mode)."""
+        return model(list(self.inputs), list(self.targets))
+
+
 def detection_fisher_potential(detector: nn.Module, images: Images, targets: Targets, *, seed: int = 0) -> float:
     """BlockSwap's Fisher potential of a torchvision detector on one minibatch.
 
-    The registered ``fisher_potential`` proxy (the same saliency code and
-    formula as for classification: per block probe and channel,
-    ``1/2 mean_n (sum over positions of a * dL/da)^2``, summed) runs on a
-    private copy of ``detector`` in train mode, with the loss ``L`` the sum of
-    the detector's training losses on ``(images, targets)``. Only the
-    backbone holds BlockProbes, so only its blocks are measured.
-
-    :func:`zc_proxies.score` is not used because it takes a batch tensor; a
-    detector takes a list of images of different sizes and a list of target
-    dicts. What it guarantees holds here too: the caller's detector is left
-    untouched, and the result depends only on the weights, the batch and
-    ``seed`` (which seeds the RPN's and ROI heads' random sampling of
-    anchors and proposals).
+    ``score(detector, DetectionBatch(images, targets), "fisher_potential", seed=seed)``:
+    the registered proxy (per block probe and channel,
+    ``1/2 mean_n (sum over positions of a * dL/da)^2``, summed) on a private
+    train-mode copy of ``detector``, with ``L`` the sum of its training losses.
+    Only the backbone holds BlockProbes, so only its blocks are measured. The
+    caller's detector is left untouched, and ``seed`` seeds the RPN's and ROI
+    heads' random sampling of anchors and proposals.
 
     Raises
     ------
@@ -237,21 +302,7 @@ def detection_fisher_potential(detector: nn.Module, images: Images, targets: Tar
     NonFiniteScoreError
         A NaN or infinite score.
     """
-    check_detection_batch(detector, images, targets)
-    work = DetectionLoss(copy.deepcopy(detector))
-    work.train()
-    for p in work.parameters():
-        p.grad = None
-    proxy = get_proxy(PROXY)
-    ctx = ScoringContext(model=work, inputs=(list(images), list(targets)),  # type: ignore[arg-type]
-                         targets=None, loss_fn=_loss_is_output, seed=seed)
-    devices = [images[0].device] if images[0].device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        value = float(proxy.fn(ctx))
-    if not math.isfinite(value):
-        raise NonFiniteScoreError(f"{PROXY} of the detector gave {value} on this minibatch (NaN or infinite)")
-    return value
+    return float(score(detector, DetectionBatch(images, targets), PROXY, seed=seed))
 
 
 # -- the search ----------------------------------------------------------------------------------------
@@ -326,65 +377,109 @@ def body_sampler(settings: DetectionSearchSettings) -> Sampler:
 def score_detection_configuration(config: Configuration, images: Images, targets: Targets, seed: int, *,
                                   min_size: int = 800, max_size: int = 1333,
                                   device: str | torch.device = "cpu") -> tuple[float, dict[str, int]]:
-    """Fisher potential of the detector over ``config`` (weights seeded ``seed``), and its parameter counts."""
+    """Fisher potential of the detector over ``config`` (weights seeded ``seed``), and its parameter counts.
+
+    The detector is built on the CPU; its private scoring copy and the batch go to ``device``.
+    """
     detector = build_detector(config, seed=seed, min_size=min_size, max_size=max_size)
     counts = {"params": count_parameters(detector.backbone.body),
               "backbone_params": count_parameters(detector.backbone),
               "detector_params": count_parameters(detector)}
     if counts["params"] != body_params(config):
         raise ArchError(f"internal: analytic body count {body_params(config)} != built {counts['params']}")
-    device = torch.device(device)
-    detector = detector.to(device)
-    images = [im.to(device) for im in images]
-    targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-    return detection_fisher_potential(detector, images, targets, seed=seed), counts
+    batch = DetectionBatch(images, targets, device=device)
+    return float(score(detector, batch, PROXY, seed=seed)), counts
 
 
-def search_detection(settings: DetectionSearchSettings, *, data: CocoDataset | None = None,
-                     data_dir: str | Path | None = None, store: str | Path | None = None,
-                     device: str | torch.device = "cpu", progress: bool = True,
-                     on_candidate: Callable[[dict[str, Any]], None] | None = None) -> SearchResult:
-    """Run (or resume) a BlockSwap search of Mask R-CNN backbones on COCO.
+@dataclass(frozen=True)
+class DetectionSearchJob:
+    """What a worker needs to score detection candidates: settings, data root, device and threads."""
 
-    As :func:`~zc_proxies.blockswap.search.search`: candidate ``i`` is drawn
-    under the budget from ``candidate_seed(seed, i)`` alone, built with weights
-    seeded by it, scored on its own minibatch (seeded by it, or the shared one)
-    and appended to the store; a rerun skips stored candidates. The result's
-    ``feasible`` range is in body parameters.
-    """
-    spec = get_net(settings.net)
-    sampler = body_sampler(settings)
-    if data is None:
-        data = load_coco(data_dir, settings.split)
+    settings: DetectionSearchSettings
+    data_root: str
+    device: str = "cpu"
+    threads: int | None = None
+
+
+@dataclass
+class DetectionSearchState:
+    """A worker's loaded COCO search: skeleton, body sampler, the COCO set and the shared minibatch (if any)."""
+
+    job: DetectionSearchJob
+    spec: NetSpec
+    sampler: Sampler
+    data: CocoDataset
+    shared: tuple[Images, Targets] | None
+
+
+def open_coco(settings: DetectionSearchSettings, root: str | Path) -> CocoDataset:
+    """The COCO images of a search (the data layer's), checked against the detector's head."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CocoWarning)  # said once, by the run, not by every worker
+        data = load_coco(root, settings.split)
     top = max(data.categories, default=0)
     if top >= settings.num_classes:
         raise DataError(f"{data.name} has category ids up to {top}, but the detector has {settings.num_classes} "
                         f"classes; use at least {top + 1}")
-    fingerprint = settings.fingerprint(data.name)
-    coco = data
-
-    def prepare(todo: list[int]) -> Callable[[int], dict[str, Any]]:
-        shared = coco.minibatch(settings.batch_size, settings.seed) if (settings.shared_batch and todo) else None
-        return lambda i: _run_candidate(i, settings, spec, sampler, fingerprint, coco, shared, device)
-
-    return run_search(settings.samples, fingerprint, store, prepare, feasible=sampler.range, progress=progress,
-                      desc=f"blockswap {spec.name} on {data.name} {settings.budget:,}", on_candidate=on_candidate)
+    return data
 
 
-def _run_candidate(i: int, settings: DetectionSearchSettings, spec: NetSpec, sampler: Sampler,
-                   fingerprint: dict[str, Any], data: CocoDataset, shared: tuple[Images, Targets] | None,
-                   device: str | torch.device) -> dict[str, Any]:
+def setup_detection_search(job: DetectionSearchJob) -> DetectionSearchState:
+    """Load what scoring detection candidates needs (once per worker process)."""
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    s = job.settings
+    data = open_coco(s, job.data_root)
+    shared = data.minibatch(s.batch_size, derive_seed(s.seed, "batch")) if s.shared_batch else None
+    return DetectionSearchState(job, get_net(s.net), body_sampler(s), data, shared)
+
+
+def score_detection_candidate(state: DetectionSearchState, i: int) -> list[dict[str, Any]]:
+    """Candidate ``i``: drawn under the body budget, built as a detector, scored; its row (failures recorded)."""
+    s = state.job.settings
     t0 = time.perf_counter()
-    row, config = draw_candidate(i, settings.seed, spec, sampler, settings.num_classes, settings.batch_size,
-                                 shared is not None)
-    seed = row["seed"]
+    row, config = draw_candidate(i, s.seed, state.spec, state.sampler, s.num_classes, s.batch_size,
+                                 state.shared is not None)
 
     def compute(row: dict[str, Any]) -> float:
-        images, targets = shared if shared is not None else data.minibatch(settings.batch_size, seed)
+        images, targets = state.shared if state.shared is not None else state.data.minibatch(s.batch_size, row["seed"])
         row["image_ids"] = [int(t["image_id"]) for t in targets]
-        value, counts = score_detection_configuration(
-            config, images, targets, seed, min_size=settings.min_size, max_size=settings.max_size, device=device)
+        value, counts = score_detection_configuration(config, images, targets, row["seed"], min_size=s.min_size,
+                                                      max_size=s.max_size, device=state.job.device)
         row.update(counts)
         return value
 
-    return scored_row(row, fingerprint, t0, compute)
+    return [scored_row(row, t0, compute)]
+
+
+def search_detection(settings: DetectionSearchSettings, *, data_dir: str | Path | None = None,
+                     store: str | Path | None = None, device: str = "cpu", threads: int | None = None,
+                     runner: Runner | None = None, shard: Shard | None = None, progress: bool = True,
+                     wait: bool = False, on_wait: Callable[[str], None] | None = None,
+                     on_candidate: Callable[[dict[str, Any]], None] | None = None) -> SearchResult:
+    """Run (or resume) a BlockSwap search of Mask R-CNN backbones on COCO.
+
+    As :func:`~zc_proxies.blockswap.search.search`: candidate ``i`` is drawn
+    under the budget from ``derive_seed(seed, "candidate", i)`` alone, built
+    with weights seeded by it, scored on its own minibatch (seeded by it, or
+    the shared one) and appended to the store; a rerun skips stored
+    candidates, and workers or shards do not change any row. The result's
+    ``feasible`` range is in body parameters.
+    """
+    root = data_root(data_dir)
+    job = DetectionSearchJob(settings, str(root), check_device(device), threads)
+    spec = get_net(settings.net)
+    sampler = body_sampler(settings)
+    data = load_coco(root, settings.split)  # problems with the data stop the search before anything is stored
+    open_coco(settings, root)  # and a head too small for its categories
+    return run_search(job, setup_detection_search, score_detection_candidate, samples=settings.samples,
+                      settings=settings.fingerprint(data.name), feasible=sampler.range, store=store, runner=runner,
+                      shard=shard, progress=progress, wait=wait, on_wait=on_wait, on_candidate=on_candidate,
+                      desc=f"blockswap {spec.name} on {data.name} {settings.budget:,}")
+
+
+def save_detection_winner(result: SearchResult, path: str | Path) -> Configuration:
+    """Write the winning backbone's configuration (and its detector's parameter counts) to ``path``."""
+    best = result.best or {}
+    return save_winner(result, path, task=TASK, backbone_params=best.get("backbone_params"),
+                       detector_params=best.get("detector_params"))

@@ -4,8 +4,9 @@
    the types of the pool that fit that block, and keep the first draw whose
    exact parameter count lies in ``budget * (1 +- tolerance)`` (rejection
    sampling; counts come from :meth:`NetSpec.params`, which equals the built
-   network's count). The draws come from a generator seeded by ``(seed, i)``
-   alone, so candidate ``i`` is the same whatever else runs, in any order.
+   network's count). The draws come from a generator seeded by
+   ``derive_seed(seed, "candidate", i)`` alone, so candidate ``i`` is the same
+   whatever else runs, in any order, on any worker or shard.
 2. Score: build the candidate with weights seeded by the same per-candidate
    seed and take ``fisher_potential`` (BatchNorm in train mode) on one
    minibatch of training images with the usual crop and flip. As in the
@@ -13,14 +14,14 @@
    ``shared_batch`` gives every candidate the same one instead.
 3. Keep the highest score (ties: lowest index).
 
-Every candidate is appended to a :class:`~zc_proxies.blockswap.store.CandidateStore`
-as soon as it is scored; a rerun with the same settings skips those.
+The search runs on the engine (:func:`zc_proxies.runs.search.run_search`):
+every candidate is appended to the result store as soon as it is scored, a
+rerun with the same settings skips those, and workers, shards and a Dask
+scheduler split the candidates without changing any row.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import re
 import time
@@ -32,14 +33,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..datasets import ImageSet, data_root, find_folder, load_cifar, load_image_folder, minibatch
-from ..errors import ArchError, DataError, MissingDataError, NonFiniteScoreError, UnknownNameError, ZCBenchError
+from ..data.images import data_root
+from ..data.sources import MinibatchSource, source_for
+from ..errors import ArchError, ConfigError, DataError, UnknownNameError
 from ..proxies import get_proxy
+from ..runs.device import check_device
+from ..runs.runner import Runner
+from ..runs.search import SearchResult, run_search, scored_row
+from ..runs.seeding import check_seed, derive_seed
+from ..runs.shards import Shard
 from ..score import score
 from .blocks import PAPER_POOL, BlockType, parse_block
 from .config import Configuration
 from .networks import NetSpec, count_parameters, get_net
-from .store import CandidateStore
 
 PROXY = "fisher_potential"
 DATASETS = ("cifar10", "cifar100", "imagenet")
@@ -64,12 +70,6 @@ def window(budget: int, tolerance: float) -> tuple[int, int]:
     return math.ceil(budget * (1 - tolerance) - 1e-9), math.floor(budget * (1 + tolerance) + 1e-9)
 
 
-def candidate_seed(seed: int, index: int) -> int:
-    """The seed of candidate ``index`` of a search seeded ``seed`` (a function of the pair alone)."""
-    state = np.random.SeedSequence([int(seed), int(index)]).generate_state(2, np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1]))
-
-
 @dataclass(frozen=True)
 class SearchSettings:
     """Everything that determines a search's candidates and scores.
@@ -83,7 +83,7 @@ class SearchSettings:
     samples
         Number of candidates.
     seed
-        Search seed; candidate ``i`` uses :func:`candidate_seed` ``(seed, i)``.
+        Search seed; candidate ``i`` uses ``derive_seed(seed, "candidate", i)``.
     batch_size
         Images in the scoring minibatch.
     dataset
@@ -91,7 +91,7 @@ class SearchSettings:
     num_classes
         Head size (None: the dataset's class count).
     shared_batch
-        Score every candidate on the same minibatch (seeded ``seed``) rather than its own.
+        Score every candidate on the same minibatch (seeded ``derive_seed(seed, "batch")``) rather than its own.
     channels_last
         Score in NHWC layout (faster on CPU, less exact in float32; see :func:`score_configuration`).
     pool
@@ -117,6 +117,9 @@ class SearchSettings:
         check_search_fields(self)
         if self.dataset not in DATASETS:
             raise UnknownNameError(f"unknown dataset {self.dataset!r} (known: {', '.join(DATASETS)})")
+        if self.num_classes is not None and (not isinstance(self.num_classes, int) or isinstance(
+                self.num_classes, bool) or self.num_classes < 1):
+            raise ConfigError(f"num_classes must be a positive integer, got {self.num_classes!r}")
 
     @property
     def classes(self) -> int:
@@ -146,11 +149,12 @@ def check_search_fields(settings: Any, positive: Sequence[str] = ()) -> None:
     for name in ("budget", "samples", "batch_size", "max_draws", *positive):
         value = getattr(settings, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not 0 <= settings.tolerance < 1:
-        raise ValueError(f"tolerance must lie in [0, 1), got {settings.tolerance!r}")
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if not isinstance(settings.tolerance, (int, float)) or not 0 <= settings.tolerance < 1:
+        raise ConfigError(f"tolerance must lie in [0, 1), got {settings.tolerance!r}")
+    check_seed(settings.seed, "seed")
     if not settings.pool:
-        raise ValueError("the block pool is empty")
+        raise ConfigError("the block pool is empty")
 
 
 # -- sampling -------------------------------------------------------------------------------
@@ -217,21 +221,6 @@ def feasible_range(net: str | NetSpec, pool: Sequence[str | BlockType] = PAPER_P
 
 
 # -- scoring ---------------------------------------------------------------------------------
-def load_dataset(dataset: str, root: str | Path | None = None) -> ImageSet:
-    """The training images of ``dataset`` under the data root (``--data`` or ``$ZCBENCH_DATA``)."""
-    base = data_root(root)
-    if dataset in ("cifar10", "cifar100"):
-        return load_cifar(base, 10 if dataset == "cifar10" else 100, "train")
-    if dataset == "imagenet":
-        for name in ("imagenet", "imagenet-sample"):
-            try:
-                return load_image_folder(find_folder(base, name))
-            except MissingDataError:
-                continue
-        return load_image_folder(base)
-    raise UnknownNameError(f"unknown dataset {dataset!r} (known: {', '.join(DATASETS)})")
-
-
 def score_configuration(config: Configuration, batch: tuple[torch.Tensor, torch.Tensor], seed: int,
                         device: str | torch.device = "cpu", channels_last: bool = False) -> float:
     """Fisher potential of ``config`` built with weights seeded ``seed``, on ``batch``.
@@ -255,19 +244,80 @@ def score_configuration(config: Configuration, batch: tuple[torch.Tensor, torch.
     return float(score(model, (x, y), PROXY, seed=seed))
 
 
+def draw_candidate(i: int, search_seed: int, spec: NetSpec, sampler: Sampler, num_classes: int,
+                   batch_size: int, shared_batch: bool) -> tuple[dict[str, Any], Configuration]:
+    """Candidate ``i``'s configuration and the start of its store row (seeds, blocks, parameter count)."""
+    seed = derive_seed(search_seed, "candidate", i)
+    types, params, draws = sampler.sample(seed)
+    config = Configuration(spec.name, tuple(t.name for t in types), num_classes)
+    row: dict[str, Any] = {
+        "index": i, "seed": seed, "net": spec.name, "num_classes": num_classes,
+        "blocks": list(config.blocks), "params": params, "draws": draws,
+        "batch_size": batch_size, "batch_seed": derive_seed(search_seed, "batch") if shared_batch else seed,
+    }
+    return row, config
+
+
+@dataclass(frozen=True)
+class SearchJob:
+    """What a worker needs to score candidates: the settings, where the images are, device and threads."""
+
+    settings: SearchSettings
+    data_root: str
+    device: str = "cpu"
+    threads: int | None = None
+
+
 @dataclass
-class SearchResult:
-    """The winner and every candidate row (sorted by index)."""
+class SearchState:
+    """A worker's loaded search: the skeleton, the sampler, the images and the shared minibatch (if any)."""
 
-    best: dict[str, Any]
-    rows: list[dict[str, Any]]
-    scored: int  # candidates scored in this run (the rest came from the store)
-    seconds: float
-    feasible: tuple[int, int]
+    job: SearchJob
+    spec: NetSpec
+    sampler: Sampler
+    source: MinibatchSource
+    shared: tuple[torch.Tensor, torch.Tensor] | None
 
 
-def search(settings: SearchSettings, *, data: ImageSet | None = None, data_dir: str | Path | None = None,
-           store: str | Path | None = None, device: str | torch.device = "cpu", progress: bool = True,
+def load_images(settings: SearchSettings, root: str | Path, *, warn: bool = False) -> MinibatchSource:
+    """The training images a search scores on (the data layer's, stand-ins named), checked against the head."""
+    source = source_for(settings.dataset, root, settings.classes, warn=warn)
+    if source.data.num_classes > settings.classes:
+        raise DataError(f"{source.name} has {source.data.num_classes} classes but the network head has "
+                        f"{settings.classes}")
+    return source
+
+
+def setup_search(job: SearchJob) -> SearchState:
+    """Load what scoring candidates needs (once per worker process)."""
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    s = job.settings
+    spec = get_net(s.net)
+    sampler = Sampler(spec, s.pool, s.classes, s.budget, s.tolerance, s.max_draws)
+    source = load_images(s, job.data_root)
+    shared = source.batch(s.batch_size, derive_seed(s.seed, "batch")) if s.shared_batch else None
+    return SearchState(job, spec, sampler, source, shared)
+
+
+def score_candidate(state: SearchState, i: int) -> list[dict[str, Any]]:
+    """Candidate ``i``: drawn, built, scored on its minibatch; its row (failures recorded, not raised)."""
+    s = state.job.settings
+    t0 = time.perf_counter()
+    row, config = draw_candidate(i, s.seed, state.spec, state.sampler, s.classes, s.batch_size,
+                                 state.shared is not None)
+
+    def compute(_row: dict[str, Any]) -> float:
+        batch = state.shared if state.shared is not None else state.source.batch(s.batch_size, row["seed"])
+        return score_configuration(config, batch, row["seed"], state.job.device, s.channels_last)
+
+    return [scored_row(row, t0, compute)]
+
+
+def search(settings: SearchSettings, *, data_dir: str | Path | None = None, store: str | Path | None = None,
+           device: str = "cpu", threads: int | None = None, runner: Runner | None = None,
+           shard: Shard | None = None, progress: bool = True, wait: bool = False,
+           on_wait: Callable[[str], None] | None = None,
            on_candidate: Callable[[dict[str, Any]], None] | None = None) -> SearchResult:
     """Run (or resume) a BlockSwap search; see the module docstring.
 
@@ -275,157 +325,39 @@ def search(settings: SearchSettings, *, data: ImageSet | None = None, data_dir: 
     ----------
     settings
         What to search.
-    data
-        Training images; loaded from ``data_dir`` / ``$ZCBENCH_DATA`` when None.
+    data_dir
+        Data root (``--data``; default ``$ZCBENCH_DATA``).
     store
-        JSONL candidate store to append to and resume from (None: keep rows in memory).
-    device
-        Where candidates are scored.
-    progress
-        Show a tqdm progress bar.
+        Result store to append to and resume from (None: keep rows in memory).
+    device, threads
+        Where candidates are scored, and torch threads per worker (None: torch's default).
+    runner, shard
+        Workers / Dask scheduler, and this run's share of the candidates.
     on_candidate
         Called with each newly scored row.
     """
+    root = data_root(data_dir)
+    job = SearchJob(settings, str(root), check_device(device), threads)
     spec = get_net(settings.net)
-    k = settings.classes
-    sampler = Sampler(spec, settings.pool, k, settings.budget, settings.tolerance, settings.max_draws)
-    fingerprint = settings.fingerprint()
-
-    def prepare(todo: list[int]) -> Callable[[int], dict[str, Any]]:
-        images = data
-        if images is None and todo:
-            images = load_dataset(settings.dataset, data_dir)
-        if images is not None and images.num_classes > k:
-            raise DataError(f"{images.name} has {images.num_classes} classes but the network head has {k}")
-        shared = minibatch(images, settings.batch_size, settings.seed) if (settings.shared_batch and todo) else None
-        return lambda i: _run_candidate(i, settings, spec, sampler, fingerprint, images, shared, device)
-
-    return run_search(settings.samples, fingerprint, store, prepare, feasible=sampler.range, progress=progress,
+    sampler = Sampler(spec, settings.pool, settings.classes, settings.budget, settings.tolerance, settings.max_draws)
+    source = load_images(settings, root)  # a missing dataset stops the search before anything is stored
+    return run_search(job, setup_search, score_candidate, samples=settings.samples,
+                      settings={**settings.fingerprint(), **source.settings()}, feasible=sampler.range, store=store,
+                      runner=runner, shard=shard, progress=progress, wait=wait, on_wait=on_wait,
                       desc=f"blockswap {spec.name} {settings.budget:,}", on_candidate=on_candidate)
 
 
-def read_candidates(store: CandidateStore, fingerprint: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """The stored candidates by index; rows of another search or without index/status are refused."""
-    done: dict[int, dict[str, Any]] = {}
-    for row in store.read():
-        if row.get("search") != fingerprint:
-            raise DataError(_mismatch(store.path, row.get("search"), fingerprint))
-        if not isinstance(row.get("index"), int) or row.get("status") not in ("ok", "nan", "error"):
-            raise DataError(f"candidate store {str(store.path)!r}: a row lacks an integer 'index' or a "
-                            f"known 'status': {json.dumps(row)[:200]}")
-        done[row["index"]] = row
-    store.repair()
-    return done
+def save_winner(result: SearchResult, path: str | Path, **extra: Any) -> Configuration:
+    """Write the best candidate's configuration to ``path`` (atomically) with the search's record.
 
-
-def run_search(samples: int, fingerprint: dict[str, Any], store: str | Path | None,
-               prepare: Callable[[list[int]], Callable[[int], dict[str, Any]]], *, feasible: tuple[int, int],
-               desc: str, progress: bool = True,
-               on_candidate: Callable[[dict[str, Any]], None] | None = None) -> SearchResult:
-    """Score candidates ``0..samples-1`` not yet in ``store``, appending each row as it comes; pick the best.
-
-    ``prepare(todo)`` is called once with the indices still to score (so data
-    is loaded only when something is left) and returns the function that
-    scores one candidate index into a store row. Shared by every BlockSwap
-    search task (classification, detection).
+    The file is itself a configuration file (``blockswap train/distill --config``
+    read it) plus ``params``, ``score``, ``seed``, ``index``, ``proxy``, the
+    search ``settings`` it won under, ``samples`` and ``extra``.
     """
-    start = time.perf_counter()
-    cstore = CandidateStore(store) if store is not None else None
-    done = read_candidates(cstore, fingerprint) if cstore is not None else {}
-    todo = [i for i in range(samples) if i not in done]
-    score_one = prepare(todo)
-
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=samples, initial=samples - len(todo), unit="cand", desc=desc, dynamic_ncols=True)
-    best = _best(r for i, r in done.items() if i < samples)
-    try:
-        with cstore if cstore is not None else contextlib.nullcontext():
-            for i in todo:
-                row = score_one(i)
-                done[i] = row
-                if cstore is not None:
-                    cstore.append(row)
-                if on_candidate is not None:
-                    on_candidate(row)
-                if row["status"] == "ok" and (best is None or row["score"] > best["score"]):
-                    best = row  # for the progress bar; the winner is recomputed below
-                if bar is not None:
-                    bar.update(1)
-                    if best is not None:
-                        bar.set_postfix(best=f"{best['score']:.4g}", refresh=False)
-    finally:
-        if bar is not None:
-            bar.close()
-
-    rows = [done[i] for i in sorted(done) if i < samples]
-    best = _best(rows)
+    best = result.best
     if best is None:
-        raise ZCBenchError(f"none of the {len(rows)} candidates could be scored (see the store's messages)")
-    return SearchResult(best, rows, len(todo), time.perf_counter() - start, feasible)
-
-
-def scored_row(row: dict[str, Any], fingerprint: dict[str, Any], started: float,
-               compute: Callable[[dict[str, Any]], float]) -> dict[str, Any]:
-    """``row`` completed with ``compute(row)`` as its score and a status; failures are recorded, not raised.
-
-    A :class:`NonFiniteScoreError` gives status ``nan``; a torch failure (out
-    of memory, ...) status ``error``, so that one bad candidate does not end
-    the search. ``compute`` may add fields to the row.
-    """
-    try:
-        row["score"] = compute(row)
-        row["status"], row["message"] = "ok", None
-    except NonFiniteScoreError as exc:
-        row["score"], row["status"], row["message"] = None, "nan", str(exc)
-    except RuntimeError as exc:
-        row["score"], row["status"], row["message"] = None, "error", f"{type(exc).__name__}: {exc}"
-    row["seconds"] = round(time.perf_counter() - started, 6)
-    row["search"] = fingerprint
-    return row
-
-
-def draw_candidate(i: int, search_seed: int, spec: NetSpec, sampler: Sampler, num_classes: int,
-                   batch_size: int, shared_batch: bool) -> tuple[dict[str, Any], Configuration]:
-    """Candidate ``i``'s configuration and the start of its store row (seeds, blocks, parameter count)."""
-    seed = candidate_seed(search_seed, i)
-    types, params, draws = sampler.sample(seed)
-    config = Configuration(spec.name, tuple(t.name for t in types), num_classes)
-    row: dict[str, Any] = {
-        "index": i, "seed": seed, "net": spec.name, "num_classes": num_classes,
-        "blocks": list(config.blocks), "params": params, "draws": draws,
-        "batch_size": batch_size, "batch_seed": search_seed if shared_batch else seed,
-    }
-    return row, config
-
-
-def _run_candidate(i: int, settings: SearchSettings, spec: NetSpec, sampler: Sampler,
-                   fingerprint: dict[str, Any], data: ImageSet | None,
-                   shared: tuple[torch.Tensor, torch.Tensor] | None, device: str | torch.device) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    row, config = draw_candidate(i, settings.seed, spec, sampler, settings.classes, settings.batch_size,
-                                 shared is not None)
-    seed = row["seed"]
-
-    def compute(_row: dict[str, Any]) -> float:
-        assert data is not None
-        batch = shared if shared is not None else minibatch(data, settings.batch_size, seed)
-        return score_configuration(config, batch, seed, device, settings.channels_last)
-
-    return scored_row(row, fingerprint, t0, compute)
-
-
-def _best(rows: Any) -> dict[str, Any] | None:
-    ok = [r for r in rows if r.get("status") == "ok" and r.get("score") is not None]
-    return max(ok, key=lambda r: (r["score"], -int(r["index"]))) if ok else None
-
-
-def _mismatch(path: Path, stored: Any, wanted: dict[str, Any]) -> str:
-    if not isinstance(stored, dict):
-        return (f"candidate store {str(path)!r} holds rows without search settings; "
-                "it was not written by this search (use another --store)")
-    diffs = [f"{k}: stored {stored.get(k)!r}, now {wanted.get(k)!r}" for k in wanted if stored.get(k) != wanted.get(k)]
-    return (f"candidate store {str(path)!r} holds candidates of a different search ({'; '.join(diffs)}); "
-            "use another --store, or rerun with the stored settings to resume")
+        raise DataError("the search has no scored candidate to save")
+    config = Configuration(best["net"], tuple(best["blocks"]), best["num_classes"])
+    config.save(path, **extra, params=best["params"], score=best["score"], seed=best["seed"], index=best["index"],
+                proxy=PROXY, search=result.settings, samples=len(result.rows))
+    return config

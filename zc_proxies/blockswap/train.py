@@ -41,22 +41,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..datasets import ImageSet
-from ..errors import DataError, ModelError, NonFiniteScoreError, ZCBenchError
+from ..data.images import ImageSet
+from ..data.training import data_digest, eval_batches, in_memory, train_batches
+from ..errors import ConfigError, DataError, ModelError, NonFiniteScoreError, ZCBenchError
+from ..runs.atomic import atomic_torch_save, atomic_write_text
+from ..runs.lock import WriterLock
+from ..runs.seeding import check_seed, derive_seed
+from ..runs.store import SEEDING, settings_difference
 from .attention import BETA, StageTaps, distillation_loss
-from .checkpoint import (
-    CHECKPOINT,
-    MODEL,
-    _atomic_save,
-    _atomic_text,
-    network_record,
-    read_record,
-    save_network,
-    state_digest,
-)
+from .checkpoint import CHECKPOINT, MODEL, network_record, read_record, save_network, state_digest
 from .config import Configuration
 from .networks import BlockSwapNet
-from .trainset import _pixels, data_digest, eval_batches, train_batches
 
 HISTORY_JSON = "history.json"
 HISTORY_CSV = "history.csv"
@@ -83,18 +78,19 @@ class TrainSettings:
     beta: float = BETA
 
     def __post_init__(self) -> None:
+        check_seed(self.seed, "seed")
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(self.cutout, int) or self.cutout < 0:
-            raise ValueError(f"cutout must be a non-negative pixel count, got {self.cutout!r}")
+            raise ConfigError(f"cutout must be a non-negative pixel count, got {self.cutout!r}")
         for name in ("lr", "momentum", "weight_decay", "eta_min", "beta"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
+                raise ConfigError(f"{name} must be a finite non-negative number, got {value!r}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
+            raise ConfigError(f"lr must be positive, got {self.lr!r}")
 
     def lr_at(self, epoch: int) -> float:
         """Learning rate of (0-based) ``epoch``: cosine from ``lr`` to ``eta_min`` over ``epochs``."""
@@ -216,6 +212,7 @@ def _fingerprint(config: Configuration, data: ImageSet, settings: TrainSettings,
         "net": config.net, "blocks": list(config.blocks), "num_classes": config.num_classes,
         "settings": settings.fingerprint(teacher is not None),
         "data": {"name": data.name, "images": len(data), "digest": data_digest(data)},
+        "seeding": SEEDING,
     }
     if teacher is not None:
         fp["teacher"] = {"net": teacher.spec.name, "blocks": list(teacher.config),
@@ -223,21 +220,8 @@ def _fingerprint(config: Configuration, data: ImageSet, settings: TrainSettings,
     return json.loads(json.dumps(fp))
 
 
-def _differences(stored: Any, wanted: dict[str, Any], prefix: str = "") -> list[str]:
-    if not isinstance(stored, dict):
-        return [f"{prefix or 'fingerprint'}: stored {stored!r}"]
-    out = []
-    for key in sorted(set(stored) | set(wanted)):
-        a, b = stored.get(key), wanted.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}: stored {a!r}, now {b!r}")
-    return out
-
-
 def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
-    _atomic_text(json.dumps(history, indent=1) + "\n", out / HISTORY_JSON)
+    atomic_write_text(out / HISTORY_JSON, json.dumps(history, indent=1) + "\n")
     fields: list[str] = []
     for row in history:
         fields += [k for k in row if k not in fields]
@@ -245,7 +229,7 @@ def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
     writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
-    _atomic_text(text.getvalue(), out / HISTORY_CSV)
+    atomic_write_text(out / HISTORY_CSV, text.getvalue())
 
 
 def _run(config: Configuration, data: ImageSet, settings: TrainSettings, out: Path, teacher: BlockSwapNet | None,
@@ -256,14 +240,14 @@ def _run(config: Configuration, data: ImageSet, settings: TrainSettings, out: Pa
         raise DataError(f"{data.name} has {data.num_classes} classes but the {config.net} head has {config.num_classes}")
     if len(data) < 1:
         raise DataError(f"{data.name} has no training images")
-    _pixels(data)
+    in_memory(data)
     for name, ds in eval_sets.items():
-        _pixels(ds)
+        in_memory(ds)
         if ds.num_classes > config.num_classes:
             raise DataError(f"evaluation set {name!r} has {ds.num_classes} classes, more than the head's "
                             f"{config.num_classes}")
 
-    model = config.build(generator=torch.Generator().manual_seed(settings.seed)).to(device)
+    model = config.build(generator=torch.Generator().manual_seed(derive_seed(settings.seed, "weights"))).to(device)
     teacher_modes: list[bool] = []
     if teacher is not None:
         if any(p.device != device for p in teacher.parameters()):
@@ -277,54 +261,57 @@ def _run(config: Configuration, data: ImageSet, settings: TrainSettings, out: Pa
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
                                 weight_decay=settings.weight_decay, nesterov=settings.nesterov)
     out.mkdir(parents=True, exist_ok=True)
-    history: list[dict[str, Any]] = []
-    start = 0
-    ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists():
-        state = read_record(ckpt_path, "checkpoint")
-        diffs = _differences(state.get("fingerprint"), fingerprint)
-        if diffs:
-            raise DataError(f"checkpoint {str(ckpt_path)!r} belongs to a different run ({'; '.join(diffs[:6])}); "
-                            "use another output folder, or rerun with the stored settings to resume")
-        start = int(state["epoch"])
-        if start > settings.epochs:
-            raise ZCBenchError(f"checkpoint {str(ckpt_path)!r} has already {start} epochs, more than the "
-                               f"{settings.epochs} asked for; use another output folder")
-        try:
-            model.load_state_dict(state["state_dict"])
-            optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise DataError(f"checkpoint {str(ckpt_path)!r} does not fit this run: {exc}") from exc
-        torch.set_rng_state(state["rng"])
-        history = list(state["history"])
-        moved = [row["epoch"] for row in history if row["lr"] != settings.lr_at(row["epoch"] - 1)]
-        if moved:
-            warnings.warn(f"{ckpt_path}: epochs {moved[:5]} were trained on a cosine schedule over "
-                          f"{state['schedule']['epochs']} epochs, now {settings.epochs}; the result will differ "
-                          "from an uninterrupted run of this length", stacklevel=3)
-        _write_history(out, history)
-
-    try:
-        for epoch in range(start, settings.epochs):
-            row = _epoch(model, teacher, data, settings, epoch, optimizer, device, progress)
-            for name, ds in eval_sets.items():
-                row[f"{name}_loss"], row[f"{name}_acc"] = evaluate(model, ds, settings.batch_size, device)
-            history.append(row)
-            _atomic_save({**network_record(model), "kind": fingerprint["kind"], "epoch": epoch + 1,
-                          "optimizer": optimizer.state_dict(),
-                          "schedule": {"name": "cosine", "epochs": settings.epochs, "lr": settings.lr,
-                                       "eta_min": settings.eta_min, "next_epoch": epoch + 1},
-                          "rng": torch.get_rng_state(), "history": history, "fingerprint": fingerprint}, ckpt_path)
+    with WriterLock(out / CHECKPOINT):  # one run per output folder at a time
+        history: list[dict[str, Any]] = []
+        start = 0
+        ckpt_path = out / CHECKPOINT
+        if ckpt_path.exists():
+            state = read_record(ckpt_path, "checkpoint")
+            diffs = settings_difference(state.get("fingerprint"), fingerprint)
+            if diffs:
+                raise DataError(f"checkpoint {str(ckpt_path)!r} belongs to a different run "
+                                f"({'; '.join(diffs[:6])}); use another output folder, or rerun with the stored "
+                                "settings to resume")
+            start = int(state["epoch"])
+            if start > settings.epochs:
+                raise ZCBenchError(f"checkpoint {str(ckpt_path)!r} has already {start} epochs, more than the "
+                                   f"{settings.epochs} asked for; use another output folder")
+            try:
+                model.load_state_dict(state["state_dict"])
+                optimizer.load_state_dict(state["optimizer"])
+            except (RuntimeError, ValueError, KeyError) as exc:
+                raise DataError(f"checkpoint {str(ckpt_path)!r} does not fit this run: {exc}") from exc
+            torch.set_rng_state(state["rng"])
+            history = list(state["history"])
+            moved = [row["epoch"] for row in history if row["lr"] != settings.lr_at(row["epoch"] - 1)]
+            if moved:
+                warnings.warn(f"{ckpt_path}: epochs {moved[:5]} were trained on a cosine schedule over "
+                              f"{state['schedule']['epochs']} epochs, now {settings.epochs}; the result will differ "
+                              "from an uninterrupted run of this length", stacklevel=3)
             _write_history(out, history)
-            if on_epoch is not None:
-                on_epoch(row)
-    finally:
-        if teacher is not None:
-            for m, mode in zip(teacher.modules(), teacher_modes):
-                m.training = mode
-    save_network(out / MODEL, model, kind=fingerprint["kind"], epochs=settings.epochs, history=history,
-                 fingerprint=fingerprint)
-    return TrainResult(model, history, start, out)
+
+        try:
+            for epoch in range(start, settings.epochs):
+                row = _epoch(model, teacher, data, settings, epoch, optimizer, device, progress)
+                for name, ds in eval_sets.items():
+                    row[f"{name}_loss"], row[f"{name}_acc"] = evaluate(model, ds, settings.batch_size, device)
+                history.append(row)
+                atomic_torch_save({**network_record(model), "kind": fingerprint["kind"], "epoch": epoch + 1,
+                                   "optimizer": optimizer.state_dict(),
+                                   "schedule": {"name": "cosine", "epochs": settings.epochs, "lr": settings.lr,
+                                                "eta_min": settings.eta_min, "next_epoch": epoch + 1},
+                                   "rng": torch.get_rng_state(), "history": history, "fingerprint": fingerprint},
+                                  ckpt_path)
+                _write_history(out, history)
+                if on_epoch is not None:
+                    on_epoch(row)
+        finally:
+            if teacher is not None:
+                for m, mode in zip(teacher.modules(), teacher_modes):
+                    m.training = mode
+        save_network(out / MODEL, model, kind=fingerprint["kind"], epochs=settings.epochs, history=history,
+                     fingerprint=fingerprint)
+        return TrainResult(model, history, start, out)
 
 
 def _epoch(model: BlockSwapNet, teacher: BlockSwapNet | None, data: ImageSet, settings: TrainSettings, epoch: int,

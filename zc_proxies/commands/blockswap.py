@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from ..errors import ZCBenchError
+from ._common import add_runner_options, say
 
 
 def _budget(text: str) -> int:
@@ -48,10 +49,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="score in NHWC layout: ~1.8x faster on CPU, float32 scores ~0.4%% less exact")
     s.add_argument("--data", default=None, help="data root (default: $ZCBENCH_DATA)")
     s.add_argument("--out", required=True, help="JSON file for the winner (config, params, score, seed)")
-    s.add_argument("--store", default=None, help="JSONL store of every candidate; a rerun resumes from it")
+    s.add_argument("--store", default=None,
+                   help="JSONL result store of every candidate; a rerun resumes from it (default: OUT with "
+                        "'.candidates.jsonl' in place of its suffix)")
     s.add_argument("--device", default="cpu", help="torch device for scoring (cpu, cuda, cuda:1...)")
-    s.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's; on a busy machine 1 is often fastest)")
+    add_runner_options(s)
     s.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     s.set_defaults(func=run_search)
 
@@ -105,67 +107,84 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide the per-epoch progress bar")
 
 
+def _search_runner(args: argparse.Namespace):
+    """The store path, shard and runner of a search, all checked before anything is scored."""
+    from pathlib import Path
+
+    from ..runs.runner import Runner
+    from ..runs.shards import resolve_shard
+    from ..runs.store import check_writable
+
+    out = check_writable(args.out, "--out")
+    store = Path(args.store) if args.store else out.with_suffix(".candidates.jsonl")
+    return check_writable(store, "--store"), resolve_shard(args.shard), Runner(args.workers, args.scheduler)
+
+
 def run_search(args: argparse.Namespace) -> int:
-    import torch
-
     from ..blockswap.networks import get_net
-    from ..blockswap.search import SearchSettings, search
+    from ..blockswap.search import SearchSettings, save_winner, search
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     spec = get_net(args.net)
     dataset = args.dataset or ("cifar10" if spec.family == "wrn" else "imagenet")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ZCBenchError(f"--device {args.device}: CUDA is not available on this machine")
     if dataset == "coco":
         return _run_detection_search(args)
+    batch_size = 128 if args.batch_size is None else args.batch_size
     settings = SearchSettings(net=spec.name, budget=args.budget, samples=args.samples, seed=args.seed,
-                              batch_size=args.batch_size or 128, tolerance=args.tolerance, dataset=dataset,
+                              batch_size=batch_size, tolerance=args.tolerance, dataset=dataset,
                               num_classes=args.classes, shared_batch=args.shared_batch,
                               channels_last=args.channels_last)
-    result = search(settings, data_dir=args.data, store=args.store, device=args.device,
-                    progress=not args.no_progress)
+    store, shard, runner = _search_runner(args)
+    with runner:
+        result = search(settings, data_dir=args.data, store=store, device=args.device, threads=args.threads,
+                        runner=runner, shard=shard, progress=not args.no_progress, wait=args.wait,
+                        on_wait=lambda text: say("zcbench blockswap search", text))
+    size = f"{result.best['params']:,} parameters" if result.best else ""
+    return _finish_search(args, result, save_winner, "candidates", size, "range")
+
+
+def _finish_search(args: argparse.Namespace, result: Any, save: Any, what: str, size: str, range_name: str) -> int:
+    """Print a search's summary; write the winner file when every candidate is in the store."""
     best = result.best
-    return _write_winner(args, result, settings.samples, "candidates", f"{best['params']:,} parameters", "range")
-
-
-def _write_winner(args: argparse.Namespace, result: Any, samples: int, what: str, size: str, range_name: str,
-                  **extra: Any) -> int:
-    """Save the best candidate's configuration (with ``extra`` fields) to ``--out`` and print the summary."""
-    from ..blockswap.config import Configuration
-    from ..blockswap.search import PROXY
-
-    best = result.best
-    config = Configuration(best["net"], tuple(best["blocks"]), best["num_classes"])
-    config.save(args.out, **extra, params=best["params"], score=best["score"], seed=best["seed"],
-                index=best["index"], proxy=PROXY, search=best["search"], samples=samples)
     failed = sum(r["status"] != "ok" for r in result.rows)
-    print(f"best of {len(result.rows)} {what} (index {best['index']}, {failed} not scored): "
-          f"{size}, {PROXY} {best['score']:.6g}")
-    print(f"feasible {range_name} {result.feasible[0]:,}..{result.feasible[1]:,}; "
-          f"{result.scored} scored in {result.seconds:.1f} s; winner written to {args.out}")
+    print(f"feasible {range_name} {result.feasible[0]:,}..{result.feasible[1]:,}; {result.scored} scored in "
+          f"{result.seconds:.1f} s on {args.workers} worker(s); store {result.path}")
+    for line in result.summary.failure_lines():
+        print(f"  not scored: {line}")
+    if best is None:
+        print("no candidate could be scored")
+        return 1
+    print(f"best of {len(result.rows)} {what} (index {best['index']}, {failed} not scored): {size}, "
+          f"fisher_potential {best['score']:.6g}")
+    if not result.complete:
+        print(f"this run holds only part of the candidates (shard {args.shard or 'from the environment'}); no "
+              f"winner written. Join the shards' stores with `zcbench merge --out DIR STORES...`, then rerun "
+              f"this command with --store DIR/scores.jsonl (and no --shard) to write the winner")
+        return 0
+    save(result, args.out)
+    print(f"winner written to {args.out}")
     return 0
 
 
 def _run_detection_search(args: argparse.Namespace) -> int:
-    from ..blockswap.detection import TASK, DetectionSearchSettings, search_detection
+    from ..blockswap.detection import DetectionSearchSettings, save_detection_winner, search_detection
 
     if args.channels_last:
         raise ZCBenchError("--channels-last is not supported with --dataset coco")
-    try:
-        settings = DetectionSearchSettings(
-            net=args.net, budget=args.budget, samples=args.samples, seed=args.seed, batch_size=args.batch_size or 2,
-            tolerance=args.tolerance, min_size=args.min_size, max_size=args.max_size,
-            shared_batch=args.shared_batch, **({} if args.classes is None else {"num_classes": args.classes}))
-    except ValueError as exc:
-        raise ZCBenchError(str(exc)) from None
-    result = search_detection(settings, data_dir=args.data, store=args.store, device=args.device,
-                              progress=not args.no_progress)
+    settings = DetectionSearchSettings(
+        net=args.net, budget=args.budget, samples=args.samples, seed=args.seed,
+        batch_size=2 if args.batch_size is None else args.batch_size, tolerance=args.tolerance,
+        min_size=args.min_size, max_size=args.max_size, shared_batch=args.shared_batch,
+        **({} if args.classes is None else {"num_classes": args.classes}))
+    store, shard, runner = _search_runner(args)
+    with runner:
+        result = search_detection(settings, data_dir=args.data, store=store, device=args.device,
+                                  threads=args.threads, runner=runner, shard=shard, progress=not args.no_progress,
+                                  wait=args.wait, on_wait=lambda text: say("zcbench blockswap search", text))
     best = result.best
-    return _write_winner(args, result, settings.samples, f"Mask R-CNN backbones on {best['search']['dataset']}",
-                         f"{best['params']:,} body parameters ({best['backbone_params']:,} with the FPN, "
-                         f"{best['detector_params']:,} in the detector)", "body range", task=TASK,
-                         backbone_params=best["backbone_params"], detector_params=best["detector_params"])
+    size = (f"{best['params']:,} body parameters ({best['backbone_params']:,} with the FPN, "
+            f"{best['detector_params']:,} in the detector)") if best else ""
+    return _finish_search(args, result, save_detection_winner,
+                          f"Mask R-CNN backbones on {result.settings.get('dataset')}", size, "body range")
 
 
 def run_params(args: argparse.Namespace) -> int:
@@ -189,23 +208,19 @@ def run_params(args: argparse.Namespace) -> int:
 def _settings(args: argparse.Namespace, beta: float | None = None):
     from ..blockswap.train import TrainSettings
 
-    try:
-        return TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             weight_decay=args.weight_decay, cutout=args.cutout, seed=args.seed,
-                             **({} if beta is None else {"beta": beta}))
-    except ValueError as exc:
-        raise ZCBenchError(str(exc)) from None
+    return TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                         cutout=args.cutout, seed=args.seed, **({} if beta is None else {"beta": beta}))
 
 
 def _prepare(args: argparse.Namespace):
     import torch
 
-    from ..blockswap.trainset import load_training_data
+    from ..data.training import load_training_data
+    from ..runs.device import check_device
 
+    check_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ZCBenchError(f"--device {args.device}: CUDA is not available on this machine")
     data, evals, notes = load_training_data(args.dataset, args.data, holdout=args.holdout,
                                             limit=args.train_images, seed=args.seed, test=not args.no_test)
     for note in notes:

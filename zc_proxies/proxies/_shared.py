@@ -191,7 +191,7 @@ def _run(ctx: ScoringContext, todo: set[str]) -> TrainPass:
     if need_kernel:
         result.relu_kernel, result.relu_calls = kernel, calls
     if need_loss:
-        loss = ctx.loss_fn(out, ctx.targets)
+        loss = ctx.loss(out)
         hessian = "hessian_grad" in todo
         if loss.requires_grad:
             grads = torch.autograd.grad(loss, weights, allow_unused=True,

@@ -2,10 +2,14 @@
 
 A proxy function takes a :class:`ScoringContext` and returns one float. The
 context holds a private working copy of the caller's model (already in the
-BatchNorm mode the spec asks for), the checked minibatch, the loss and a seeded
-generator, so a proxy may hook, re-mode or re-grad that copy freely; it must not
-change the copy's weights in place (proxies that need other weights, such as
-synflow's absolute values, make their own copy).
+BatchNorm mode the spec asks for), the checked :class:`~zc_proxies.batch.Batch`
+with its loss, and a seed, so a proxy may hook, re-mode or re-grad that copy
+freely; it must not change the copy's weights in place (proxies that need other
+weights, such as synflow's absolute values, make their own copy).
+
+A proxy that needs only the loss calls :meth:`ScoringContext.forward_loss` and
+works for every kind of batch (a detector's images and target dicts too); one
+that reads :attr:`ScoringContext.inputs` needs the inputs as one tensor.
 """
 
 from __future__ import annotations
@@ -18,10 +22,10 @@ import torch
 from torch import nn
 
 from .._registry import Registry
-from ..errors import DuplicateNameError
+from ..batch import Batch, LossFn, model_device
+from ..errors import BatchError, DuplicateNameError
 
 BNMode = Literal["train", "eval"]
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -79,27 +83,60 @@ class ScoringContext:
     ----------
     model
         A private working copy of the caller's model, in the spec's BN mode.
-    inputs, targets
-        The checked minibatch, on the model's device (targets may be None for
-        label-free proxies).
-    loss_fn
-        Loss of ``(outputs, targets)``; cross-entropy with label checks by default.
+    batch
+        The checked minibatch, on the working copy's device; it knows how to run
+        the model to a loss (:meth:`forward_loss`).
     seed
         Seed for any randomness the proxy needs (random inputs, say).
     cache
         Scratch space shared by proxies scored together on the same batch.
+    proxy
+        Name of the proxy being scored, for error messages.
     """
 
     model: nn.Module
-    inputs: torch.Tensor
-    targets: torch.Tensor | None
-    loss_fn: LossFn
+    batch: Batch
     seed: int = 0
     cache: dict[str, Any] = field(default_factory=dict)
+    proxy: str = "this proxy"
+
+    @property
+    def inputs(self) -> torch.Tensor:
+        """The batch's inputs as one tensor ``(N, ...)``; a :class:`BatchError` for a batch that holds other inputs."""
+        inputs = self.batch.inputs
+        if not isinstance(inputs, torch.Tensor):
+            raise BatchError(
+                f"{self.proxy} reads the inputs as one tensor (N, ...), but this {type(self.batch).__name__} holds "
+                f"a {type(inputs).__name__}; score it with a proxy that only needs the loss (fisher, fisher_potential)"
+            )
+        return inputs
+
+    @property
+    def targets(self) -> Any:
+        """The batch's targets (None for a batch without labels)."""
+        return self.batch.targets
+
+    @property
+    def loss_fn(self) -> LossFn:
+        """The batch's ``loss(outputs, targets)``, unchecked; :meth:`loss` checks that it gives one number."""
+        return self.batch.loss
+
+    @property
+    def device(self) -> torch.device:
+        """Where the working copy and the batch are."""
+        return self.batch.device if self.batch.device is not None else model_device(self.model)
+
+    def loss(self, outputs: Any) -> torch.Tensor:
+        """The scalar loss of ``outputs`` (of a forward pass of :attr:`model`) on the batch's targets."""
+        return self.batch.loss_of(outputs)
+
+    def forward_loss(self) -> torch.Tensor:
+        """Run :attr:`model` on the batch, the way this kind of batch calls it, and return the scalar loss."""
+        return self.batch.forward_loss(self.model)
 
     def generator(self) -> torch.Generator:
-        """A fresh generator on the inputs' device, seeded with :attr:`seed`."""
-        gen = torch.Generator(device=self.inputs.device)
+        """A fresh generator on the scoring device, seeded with :attr:`seed`."""
+        gen = torch.Generator(device=self.device)
         gen.manual_seed(self.seed)
         return gen
 

@@ -55,7 +55,7 @@ def epe_score(jacobian: torch.Tensor, labels: torch.Tensor, num_outputs: int) ->
 def epe_nas(ctx: ScoringContext) -> float:
     """Sum over classes of |sum log(|corr| + 1e-5)| of the input jacobians (EPE-NAS)."""
     labels = ctx.targets
-    if labels is None or labels.dim() != 1 or labels.is_floating_point():
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or labels.is_floating_point():
         raise BatchError("epe_nas groups the samples by class: targets must be a 1-D tensor of class indices")
     shared = _shared.train_pass(ctx, "input_jacobian")
     return epe_score(shared.input_jacobian, labels, shared.num_outputs)

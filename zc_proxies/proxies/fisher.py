@@ -18,6 +18,11 @@ They differ in where activations are probed and how channels are weighted:
     the residual add); Delta_c summed unweighted over channels and blocks. A
     model that contains no BlockProbe is refused with an error that says how to
     declare blocks, rather than silently probing something else.
+
+Both differentiate the loss of :meth:`~zc_proxies.proxies.base.ScoringContext.forward_loss`,
+so they score any kind of :class:`~zc_proxies.batch.Batch`: a classifier's
+cross-entropy, a custom loss, or the summed training losses of a torchvision
+detector (:class:`~zc_proxies.blockswap.detection.DetectionBatch`).
 """
 
 from __future__ import annotations
@@ -41,9 +46,8 @@ def fan_in(module: nn.Module) -> int:
 
 
 def _saliencies(ctx: ScoringContext, modules: list[nn.Module]) -> list[tuple[nn.Module, torch.Tensor]]:
-    return channel_saliencies(
-        ctx.model, modules, lambda: ctx.loss_fn(ctx.model(ctx.inputs), ctx.targets)
-    )
+    # through the batch's own forward and loss, so both proxies score any kind of batch (a detector's too)
+    return channel_saliencies(ctx.model, modules, ctx.forward_loss)
 
 
 @register_proxy("fisher", needs_labels=True, needs_grad=True, bn_mode="train", version="1")

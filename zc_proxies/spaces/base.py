@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,16 @@ class SearchSpace(ABC):
         Names accepted by :meth:`accuracy` and :meth:`params`.
     splits
         Names accepted by :meth:`accuracy` (e.g. ``("val", "test")``).
+    aliases
+        What the space's ``SPACE-ALIAS`` command-line names mean.
     """
 
     name: str = ""
     datasets: tuple[str, ...] = ()
     splits: tuple[str, ...] = ("val", "test")
+    #: Command-line dataset aliases: ``{alias: (classifier dataset, {split: accuracy dataset})}``.
+    #: A dataset name that is no alias means itself for every split it has (see :mod:`.spec`).
+    aliases: Mapping[str, tuple[str, Mapping[str, str]]] = {}
 
     @abstractmethod
     def __len__(self) -> int: ...
@@ -84,6 +89,10 @@ class SearchSpace(ABC):
                 "override SearchSpace.num_classes"
             )
         return NUM_CLASSES[dataset]
+
+    def target_note(self, split: str, dataset: str) -> str:
+        """What the stored ``split`` accuracy on ``dataset`` is, in words (for table footnotes)."""
+        return f"{dataset} {split} accuracy"
 
     def indices_with(self, dataset: str, split: str) -> Sequence[int]:
         """Indices of the architectures that have a stored ``split`` accuracy on ``dataset``.

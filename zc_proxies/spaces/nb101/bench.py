@@ -19,6 +19,15 @@ In every case the architectures are indexed by the rank of their hash among
 the cells present, in ascending order; with the official data this is the
 order of the official ``hash_iterator()`` and of our CSV ``index`` column.
 
+Every source is checked when loaded (with the checks all spaces share, in
+:mod:`..validation`): hashes unique and ascending, every cell well formed and
+pruned (a vectorised screen, then the space's parser on what it flags),
+accuracies fractions in [0, 1] (NaN: not stored), and, on a few seeded rows,
+the parser, the official hash and ``params`` against
+:func:`~.model.parameter_count`. A bad row raises
+:class:`~zc_proxies.errors.DataError` naming the file, the row (CSV line,
+record byte offset or cell index), its hash and the problem.
+
 HDF5 layout (``format = "zcbench-nb101-runs"``, ``version = 1``)::
 
     hash          (N,)      S32     official module hash, ascending
@@ -34,22 +43,33 @@ HDF5 layout (``format = "zcbench-nb101-runs"``, ``version = 1``)::
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
-from ...datasets import data_root as resolve_data_root
+from ...data.images import data_root as resolve_data_root
 from ...errors import DataError, MissingDataError
-from .spec import INPUT, INTERIOR_OPS, MAX_VERTICES, OUTPUT, CellSpec
+from ..validation import Rows, check_archs, check_range, check_unique, spot_check_counts, spot_rows
+from .graph_hash import cell_hash
+from .model import parameter_count
+from .spec import INPUT, INTERIOR_OPS, MAX_EDGES, MAX_VERTICES, OUTPUT, CellSpec, canonical_cell
 from .tfrecord import NB101Record, iter_nb101_records
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Op names in the order of the stored op codes.
 OP_NAMES: tuple[str, ...] = (INPUT, *INTERIOR_OPS, OUTPUT)
 _OP_CODE = {name: i for i, name in enumerate(OP_NAMES)}
+_INTERIOR_CODES = np.array([_OP_CODE[op] for op in INTERIOR_OPS])  # 1, 2, 3: one contiguous range
+#: The per-run accuracy fields of :class:`Runs` (fractions in 0..1, NaN where a run is missing).
+ACCURACY_FIELDS: tuple[str, ...] = tuple(f"{when}_{what}" for when in ("final", "halfway")
+                                         for what in ("train_accuracy", "validation_accuracy", "test_accuracy"))
 H5_FORMAT = "zcbench-nb101-runs"
 H5_VERSION = 1
 ALL_CSV = "nb101_all.csv.gz"
@@ -110,12 +130,128 @@ class Results:
         return len(self.cells)
 
 
+# -- validation shared by the three sources -------------------------------------------------------------
+
+
+def _edge_bits(adjacency: np.ndarray) -> np.ndarray:
+    """Each (7, 7) matrix as one uint64: bit ``7 * v + w`` is set when entry ``[v][w]`` is nonzero."""
+    n = len(adjacency)
+    packed = np.zeros((n, 8), dtype=np.uint8)
+    packed[:, :7] = np.packbits(adjacency.reshape(n, MAX_VERTICES * MAX_VERTICES), axis=1, bitorder="little")
+    return packed.view("<u8")[:, 0]
+
+
+def _masks(wanted: Callable[[int, int, int], bool]) -> np.ndarray:
+    """For each vertex count 0..7, the uint64 of the matrix entries ``[v][w]`` for which ``wanted(nv, v, w)``."""
+    return np.array([sum(1 << (MAX_VERTICES * v + w) for v in range(MAX_VERTICES) for w in range(MAX_VERTICES)
+                         if wanted(nv, v, w)) for nv in range(MAX_VERTICES + 1)], dtype=np.uint64)
+
+
+#: Per vertex count, the entries a stored cell may set: strictly above the diagonal, inside the square.
+_UPPER = _masks(lambda nv, v, w: v < w < nv)
+
+
+def _on_path(edges: np.ndarray, num_vertices: np.ndarray) -> np.ndarray:
+    """Bitmask (uint8) per cell of the vertices on an input -> output path (``edges`` from :func:`_edge_bits`)."""
+    successors = [((edges >> np.uint64(MAX_VERTICES * v)) & np.uint64(0x7F)).astype(np.uint8)
+                  for v in range(MAX_VERTICES)]
+    from_input = np.ones(len(edges), dtype=np.uint8)  # vertex 0
+    for v in range(MAX_VERTICES):  # edges only go up, so one pass in vertex order reaches everything
+        from_input |= successors[v] * ((from_input >> v) & 1)
+    to_output = np.left_shift(1, num_vertices - 1).astype(np.uint8)
+    for v in range(MAX_VERTICES - 1, -1, -1):
+        to_output |= ((successors[v] & to_output) != 0).view(np.uint8) << v
+    return from_input & to_output
+
+
+def _malformed_cells(cells: Cells) -> np.ndarray:
+    """Positions of the cells the space's parser would refuse or prune: a vectorised screen of every cell.
+
+    Parsing 423,624 cells one by one takes seconds, so this flags, for all of
+    them at once (each matrix as a 49-bit mask), what
+    :func:`~.spec.canonical_cell` refuses in a stored cell: a matrix entry
+    other than 0/1, an entry on or below the diagonal (or outside the
+    ``num_vertices`` square), more than :data:`~.spec.MAX_EDGES` edges,
+    first/last ops other than input/output, an interior op outside
+    :data:`~.spec.INTERIOR_OPS`, and a vertex on no input -> output path
+    (stored cells are pruned). ``num_vertices`` must already be in 2..7.
+    :func:`~..validation.check_archs` then runs the parser on the flagged
+    cells, for the message.
+    """
+    nv = cells.num_vertices.astype(np.intp)
+    n = len(nv)
+    adjacency = cells.adjacency
+    bad = (adjacency > 1).any(axis=(1, 2)) if adjacency.max(initial=0) > 1 else np.zeros(n, dtype=bool)
+    edges = _edge_bits(adjacency)
+    bad |= (edges & ~_UPPER[nv]) != 0
+    bad |= np.bitwise_count(edges) > MAX_EDGES
+    codes = cells.op_codes
+    bad |= codes[:, 0] != _OP_CODE[INPUT]
+    bad |= codes[np.arange(n), nv - 1] != _OP_CODE[OUTPUT]
+    inner = codes[:, 1:MAX_VERTICES - 1].view(np.uint8) - np.uint8(_INTERIOR_CODES.min())  # -1 pads wrap round
+    interior = np.arange(1, MAX_VERTICES - 1) < (nv - 1)[:, None]
+    bad |= (interior & (inner > np.uint8(_INTERIOR_CODES.max() - _INTERIOR_CODES.min()))).any(axis=1)
+    bad |= _on_path(edges, nv) != ((1 << nv) - 1).astype(np.uint8)
+    return np.flatnonzero(bad)
+
+
+def _check_hash_order(hashes: np.ndarray, rows: Rows) -> None:
+    """Hashes must be unique and ascending: a cell's index is the rank of its hash."""
+    if len(hashes) < 2 or np.all(hashes[1:] > hashes[:-1]):
+        return
+    check_unique(hashes, rows, what="hash")
+    i = int(np.flatnonzero(hashes[1:] <= hashes[:-1])[0]) + 1
+    raise DataError(f"{rows.name(i)}: hash is out of order: hashes must ascend (a cell's index is the rank of "
+                    f"its hash), but the row before holds {hashes[i - 1]}")
+
+
+def _check_cells(cells: Cells, params: np.ndarray, rows: Rows) -> None:
+    """Check the cells of a source: hash order, well-formed pruned cells, and a spot check.
+
+    ``num_vertices`` must already be checked (2..7). The spot check runs the
+    full parser on a few seeded rows and compares their official hash and
+    stored ``params`` with the cell's own (the package claims exact parity:
+    :func:`~.model.parameter_count` equals the official
+    ``trainable_parameters`` on every cell).
+    """
+    _check_hash_order(cells.hashes, rows)
+
+    def canonical(i: int) -> CellSpec:
+        return canonical_cell(cells.cell(i).to_json())  # the dict form runs every check of make_cell
+
+    suspects = _malformed_cells(cells)
+    check_archs(suspects, canonical, cells.cell, rows, suspects=len(suspects))
+    sample = spot_rows(len(cells))
+    check_archs(sample, canonical, cells.cell, rows)
+    for i in sample:
+        own = cell_hash(cells.cell(int(i)))
+        if own != cells.hashes[i]:
+            raise DataError(f"{rows.name(i)}: the stored hash is not the cell's own ({own}); the row is corrupt "
+                            f"(load-time spot check of {len(sample)} seeded rows)")
+    spot_check_counts(sample, lambda i: int(params[i]), lambda i: parameter_count(cells.cell(i)), rows)
+
+
+def _check_runs(metrics: dict[int, dict[str, np.ndarray]], rows_of: Callable[[int, np.ndarray], Rows]) -> None:
+    """Every run's accuracies are fractions in [0, 1] (NaN marks a missing run and is kept).
+
+    ``rows_of(epochs, values)`` names the flattened ``(cell, repeat)`` entries of one field.
+    """
+    for epochs, fields in metrics.items():
+        for name in ACCURACY_FIELDS:
+            if name in fields:
+                values = np.asarray(fields[name], dtype=np.float64)
+                check_range(values.ravel(), rows_of(epochs, values), name, low=0, high=1, allow_nan=True)
+
+
 # -- CSV tables --------------------------------------------------------------------------------------------
 
 
 def _parse_specs(num_vertices: np.ndarray, matrices: np.ndarray, ops: np.ndarray,
-                 where: str) -> tuple[np.ndarray, np.ndarray]:
-    """Flat 0/1 matrix strings and comma-joined op lists -> padded adjacency and op-code arrays."""
+                 rows: Rows) -> tuple[np.ndarray, np.ndarray]:
+    """Flat 0/1 matrix strings and comma-joined op lists -> padded adjacency and op-code arrays.
+
+    ``num_vertices`` must already be in 2..7; ``rows`` names a bad row in the message.
+    """
     import pandas as pd
 
     n = len(num_vertices)
@@ -123,33 +259,67 @@ def _parse_specs(num_vertices: np.ndarray, matrices: np.ndarray, ops: np.ndarray
     op_codes = np.full((n, MAX_VERTICES), -1, dtype=np.int8)
     for v in np.unique(num_vertices):
         v = int(v)
-        if not 2 <= v <= MAX_VERTICES:
-            raise DataError(f"{where}: num_vertices {v} is outside 2..{MAX_VERTICES}")
-        rows = np.flatnonzero(num_vertices == v)
-        texts = matrices[rows]
+        where = np.flatnonzero(num_vertices == v)
+        texts = [str(t) for t in matrices[where]]
         if any(len(t) != v * v for t in texts):
-            bad = next(int(rows[k]) for k, t in enumerate(texts) if len(t) != v * v)
-            raise DataError(f"{where}: row {bad} has a matrix of {len(matrices[bad])} digits for {v} vertices")
-        flat = np.frombuffer("".join(texts).encode("ascii"), dtype=np.uint8) - ord("0")
-        if flat.size and flat.max() > 1:
-            raise DataError(f"{where}: a matrix with {v} vertices holds a character other than 0/1")
-        adjacency[rows, :v, :v] = flat.reshape(-1, v, v)
+            k = next(k for k, t in enumerate(texts) if len(t) != v * v)
+            raise DataError(f"{rows.name(where[k])}: matrix {texts[k]!r} has {len(texts[k])} digits, "
+                            f"expected {v * v} for {v} vertices")
+        flat = np.frombuffer("".join(texts).encode("ascii", errors="replace"), dtype=np.uint8) - ord("0")
+        not_binary = (flat.reshape(-1, v * v) > 1).any(axis=1)
+        if not_binary.any():
+            k = int(np.flatnonzero(not_binary)[0])
+            raise DataError(f"{rows.name(where[k])}: matrix {texts[k]!r} holds a character other than 0/1")
+        adjacency[where, :v, :v] = flat.reshape(-1, v, v)
     inverse, uniques = pd.factorize(ops)  # a few hundred distinct op lists
     for k, text in enumerate(uniques):
         names = str(text).split(",")
+        where = np.flatnonzero(inverse == k)
         try:
             codes = [_OP_CODE[name] for name in names]
         except KeyError as exc:
-            raise DataError(f"{where}: unknown op {exc.args[0]!r} in {text!r}") from None
-        rows = np.flatnonzero(inverse == k)
-        if np.any(num_vertices[rows] != len(codes)):
-            raise DataError(f"{where}: ops {text!r} do not match the row's num_vertices")
-        op_codes[rows, :len(codes)] = codes
+            raise DataError(f"{rows.name(where[0])}: unknown op {exc.args[0]!r} in {text!r}") from None
+        wrong = np.flatnonzero(num_vertices[where] != len(codes))
+        if wrong.size:
+            raise DataError(f"{rows.name(where[wrong[0]])}: {len(codes)} ops {text!r} for "
+                            f"{int(num_vertices[where[wrong[0]]])} vertices")
+        op_codes[where, :len(codes)] = codes
     return adjacency, op_codes
 
 
+def _check_val_table(sub: pd.DataFrame, val_path: Path, hashes: np.ndarray, path: Path) -> np.ndarray:
+    """Check the validation subset against the main table; returns its indexes into the main table."""
+    n = len(hashes)
+    idx = sub["index"].to_numpy()
+    sub_hashes = sub["hash"].to_numpy(dtype="<U32")
+    rows = Rows(f"NAS-Bench-101 validation table {str(val_path)!r}", lambda k: f"line {k + 2}",
+                lambda k: f"index {idx[k]}, hash {sub_hashes[k]}")
+    check_range(idx, rows, "index", low=0, high=n - 1)
+    check_unique(idx, rows, what="index")
+    idx = idx.astype(np.intp)
+    mismatch = np.flatnonzero(hashes[idx] != sub_hashes)
+    if mismatch.size:
+        k = int(mismatch[0])
+        raise DataError(f"{rows.name(k)}: {str(path)!r} gives index {idx[k]} the hash {hashes[idx[k]]}; "
+                        f"the two tables disagree ({mismatch.size:,} row(s) in all)")
+    check_range(sub["val_acc_108"].to_numpy(dtype=np.float64), rows, "val_acc_108", low=0, high=1, allow_nan=True)
+    return idx
+
+
 def load_csv(path: str | Path, val_path: str | Path | None = None) -> Results:
-    """Our tables: ``nb101_all.csv.gz`` plus, if present, ``nb101_val_subset20k.csv.gz``."""
+    """Our tables: ``nb101_all.csv.gz`` plus, if present, ``nb101_val_subset20k.csv.gz``.
+
+    Raises
+    ------
+    MissingDataError
+        If ``path`` does not exist.
+    DataError
+        If a table cannot be read or lacks columns, or a row is bad: an index
+        out of place, a duplicate or unordered hash, a malformed or unpruned
+        cell, an accuracy outside [0, 1] (NaN means "none stored"), or (on a
+        few seeded rows) a hash or ``params`` that is not the cell's own. The
+        message names the file, the line, the hash and the problem.
+    """
     import pandas as pd
 
     path = Path(path)
@@ -164,16 +334,22 @@ def load_csv(path: str | Path, val_path: str | Path | None = None) -> Results:
     if missing:
         raise DataError(f"{str(path)!r} lacks the column(s) {missing}; expected {need}")
     n = len(table)
-    if not np.array_equal(table["index"].to_numpy(), np.arange(n)):
-        raise DataError(f"{str(path)!r}: the index column must run 0..{n - 1} in order")
     hashes = table["hash"].to_numpy(dtype="<U32")
-    if n > 1 and not np.all(hashes[1:] > hashes[:-1]):
-        raise DataError(f"{str(path)!r}: hashes must be unique and ascending (index = rank of the hash)")
+    rows = Rows(f"NAS-Bench-101 table {str(path)!r}", lambda i: f"line {i + 2}", lambda i: f"hash {hashes[i]}")
+    index = table["index"].to_numpy()
+    if not np.array_equal(index, np.arange(n)):
+        i = int(np.flatnonzero(index != np.arange(n))[0])
+        raise DataError(f"{rows.name(i)}: index {index[i]} where {i} was expected "
+                        f"(the index column must run 0..{n - 1} in order)")
+    check_range(table["num_vertices"].to_numpy(), rows, "num_vertices", low=2, high=MAX_VERTICES)
     nv = table["num_vertices"].to_numpy().astype(np.int8)
     adjacency, op_codes = _parse_specs(nv, table["matrix"].to_numpy(dtype=object),
-                                       table["ops"].to_numpy(dtype=object), str(path))
+                                       table["ops"].to_numpy(dtype=object), rows)
     cells = Cells(hashes, nv, adjacency, op_codes)
+    params = table["params"].to_numpy(dtype=np.int64)
+    _check_cells(cells, params, rows)
     test = table["test_acc_mean"].to_numpy(dtype=np.float64)
+    check_range(test, rows, "test_acc_mean", low=0, high=1, allow_nan=True)
     val = np.full(n, np.nan)
     val_note = "none stored (no validation table found)"
     val_path = Path(val_path) if val_path is not None else path.with_name(VAL_CSV)
@@ -182,15 +358,11 @@ def load_csv(path: str | Path, val_path: str | Path | None = None) -> Results:
         for column in ("index", "hash", "val_acc_108"):
             if column not in sub.columns:
                 raise DataError(f"{str(val_path)!r} lacks the column {column!r}")
-        idx = sub["index"].to_numpy()
-        if idx.min() < 0 or idx.max() >= n:
-            raise DataError(f"{str(val_path)!r}: index outside 0..{n - 1}")
-        if not np.array_equal(hashes[idx], sub["hash"].to_numpy(dtype="<U32")):
-            raise DataError(f"{str(val_path)!r} and {str(path)!r} disagree on the hash of some index")
+        idx = _check_val_table(sub, val_path, hashes, path)
         val[idx] = sub["val_acc_108"].to_numpy(dtype=np.float64)
         val_note = (f"108-epoch validation accuracy of one training run (not a mean of the 3), "
                     f"stored for {len(idx):,} of {n:,} cells ({val_path.name})")
-    return Results(cells, table["params"].to_numpy(dtype=np.int64), test, val, str(path),
+    return Results(cells, params, test, val, str(path),
                    test_note="108-epoch test accuracy, mean of the 3 training runs", val_note=val_note)
 
 
@@ -201,22 +373,28 @@ _MEASURES = ("train_accuracy", "validation_accuracy", "test_accuracy", "training
 
 
 def runs_from_records(records: Iterable[NB101Record], source: str) -> Runs:
-    """Collect official rows into :class:`Runs` (cells sorted by hash).
+    """Collect official rows into :class:`Runs` (cells sorted by hash), and check them.
 
     Streams: of each record only its numbers are kept (about 1.3 million rows
     for the official 108-epoch file), and of each cell its first record's spec.
+    The records of one hash must all give the same cell (else the hash names
+    two architectures), every accuracy must be a fraction in [0, 1], and the
+    cells must pass :func:`_check_cells`; errors name the record's byte offset.
     """
     nan = float("nan")
     first: dict[str, tuple[str, str, int, int]] = {}  # hash -> (adjacency, ops, params, offset)
     per: dict[tuple[str, int], list[tuple[float, ...]]] = {}
     for rec in records:
-        if rec.module_hash not in first:
-            first[rec.module_hash] = (rec.raw_adjacency, rec.raw_operations, rec.metrics.trainable_parameters,
-                                      rec.offset)
+        seen = first.setdefault(rec.module_hash, (rec.raw_adjacency, rec.raw_operations,
+                                                  rec.metrics.trainable_parameters, rec.offset))
+        if (rec.raw_adjacency, rec.raw_operations) != seen[:2]:
+            raise DataError(f"NAS-Bench-101 records {source!r}, record at byte offset {rec.offset} (hash "
+                            f"{rec.module_hash}): duplicate hash for another cell ({rec.raw_adjacency}, "
+                            f"{rec.raw_operations}) than the record at byte offset {seen[3]} gives it")
         half = rec.halfway
         values = tuple(getattr(rec.final, m) for m in _MEASURES) + (
             tuple(getattr(half, m) for m in _MEASURES) if half is not None else (nan,) * len(_MEASURES))
-        per.setdefault((rec.module_hash, rec.epochs), []).append(values)
+        per.setdefault((rec.module_hash, rec.epochs), []).append((*values, float(rec.offset)))
     if not first:
         raise DataError(f"{source!r} holds no records")
     hashes = np.array(sorted(first), dtype="<U32")
@@ -243,12 +421,24 @@ def runs_from_records(records: Iterable[NB101Record], source: str) -> Runs:
     repeats = max(len(v) for v in per.values())
     names = [f"{when}_{what}" for when in ("final", "halfway") for what in _MEASURES]
     metrics = {e: {f: np.full((n, repeats), np.nan) for f in names} for e in epochs}
+    offsets = {e: np.full((n, repeats), np.nan) for e in epochs}  # each run's record, for messages
     for (h, e), runs in per.items():
         i = position[h]
-        block = np.array(runs, dtype=np.float64)  # (repeats here, 8)
+        block = np.array(runs, dtype=np.float64)  # (repeats here, 8 + offset)
         for k, name in enumerate(names):
             metrics[e][name][i, :len(runs)] = block[:, k]
-    return Runs(Cells(hashes, nv, adjacency, op_codes), params, metrics, source)
+        offsets[e][i, :len(runs)] = block[:, len(names)]
+    label = f"NAS-Bench-101 records {source!r}"
+    cells = Cells(hashes, nv, adjacency, op_codes)
+    _check_cells(cells, params, Rows(label, lambda i: f"record at byte offset {first[hashes[i]][3]}",
+                                     lambda i: f"hash {hashes[i]}"))
+
+    def run_rows(e: int, values: np.ndarray) -> Rows:
+        return Rows(label, lambda k: f"record at byte offset {int(offsets[e].flat[k])}",
+                    lambda k: f"hash {hashes[k // values.shape[1]]}, {e} epochs")
+
+    _check_runs(metrics, run_rows)
+    return Runs(cells, params, metrics, source)
 
 
 def load_tfrecord_runs(path: str | Path, *, verify: bool = True, progress: bool = True) -> Runs:
@@ -345,7 +535,33 @@ def load_h5_runs(path: str | Path) -> Runs:
             metrics = {int(e): {k: g[k][()] for k in g} for e, g in f["epochs"].items()}
         except KeyError as exc:
             raise DataError(f"{str(path)!r} lacks the dataset {exc}") from None
+    _check_h5_shapes(cells, params, metrics, path)
+    hashes = cells.hashes
+    label = f"NAS-Bench-101 file {str(path)!r}"
+    rows = Rows(label, lambda i: f"cell {i}", lambda i: f"hash {hashes[i]}")
+    check_range(cells.num_vertices, rows, "num_vertices", low=2, high=MAX_VERTICES)
+    _check_cells(cells, params, rows)
+    _check_runs(metrics, lambda e, values: Rows(
+        label, lambda k: f"cell {k // values.shape[1]}, {e} epochs, run {k % values.shape[1] + 1}",
+        lambda k: f"hash {hashes[k // values.shape[1]]}"))
     return Runs(cells, params, metrics, str(path))
+
+
+def _check_h5_shapes(cells: Cells, params: np.ndarray, metrics: dict[int, dict[str, np.ndarray]],
+                     path: Path) -> None:
+    """Every dataset of an HDF5 file has one row per cell, in the layout :func:`write_h5` writes."""
+    n = len(cells.hashes)
+    fixed = {"num_vertices": (cells.num_vertices, (n,)), "params": (params, (n,)),
+             "adjacency": (cells.adjacency, (n, MAX_VERTICES, MAX_VERTICES)),
+             "op_codes": (cells.op_codes, (n, MAX_VERTICES))}
+    for name, (array, shape) in fixed.items():
+        if array.shape != shape:
+            raise DataError(f"{str(path)!r}: dataset {name!r} has shape {array.shape}, expected {shape}")
+    for e, fields in metrics.items():
+        for name, array in fields.items():
+            if array.ndim != 2 or len(array) != n:
+                raise DataError(f"{str(path)!r}: dataset 'epochs/{e}/{name}' has shape {array.shape}, "
+                                f"expected ({n}, runs)")
 
 
 # -- choosing a source ------------------------------------------------------------------------------------

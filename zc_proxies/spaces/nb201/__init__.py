@@ -6,7 +6,8 @@ Modules: :mod:`.arch` (the arch string), :mod:`.ops` (the five cell ops),
 """
 
 from .arch import EDGES, NUM_ARCHS, OP_NAMES, format_arch, parse_arch
-from .model import NB201Network
+from .model import NB201Network, parameter_count
 from .space import NB201Space, open_nb201
 
-__all__ = ["EDGES", "NUM_ARCHS", "OP_NAMES", "NB201Network", "NB201Space", "format_arch", "open_nb201", "parse_arch"]
+__all__ = ["EDGES", "NUM_ARCHS", "OP_NAMES", "NB201Network", "NB201Space", "format_arch", "open_nb201",
+           "parameter_count", "parse_arch"]

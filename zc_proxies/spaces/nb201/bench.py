@@ -39,6 +39,14 @@ Sources
     counts (FLOPs without BN/ReLU), which for a few hundred archs in v1_0
     differs from the true count of the arch string. Reading the 2 GB file
     takes minutes and several GB of memory.
+
+Both are checked when read (with the checks all spaces share, in
+:mod:`..validation`): each of the 15,625 archs once, in canonical form;
+accuracies in [0, 100] (NaN: not recorded); and, for our table only (whose
+counts are the true ones), the parameter counts of a few seeded rows against
+:func:`~.model.parameter_count`. A bad row raises
+:class:`~zc_proxies.errors.DataError` naming the file, the row (CSV line or
+benchmark index), the arch and the problem.
 """
 
 from __future__ import annotations
@@ -52,7 +60,9 @@ import numpy as np
 import pandas as pd
 
 from ...errors import DataError, MissingDataError
-from .arch import ARCH_PATTERN, NUM_ARCHS
+from ..validation import Rows, check_archs, check_range, check_unique, spot_check_counts, spot_rows
+from .arch import ARCH_PATTERN, NUM_ARCHS, format_arch, parse_arch
+from .model import parameter_count
 
 #: Where the table lives under the data root.
 TABLE_PATH = Path("nb201") / "nb201.csv.gz"
@@ -124,25 +134,60 @@ class Results:
     flops_counter: str
 
 
-def _check_space(table: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """Sort by index and check that the rows list each arch of the space once, well formed."""
-    table = table.sort_values("index", kind="stable").reset_index(drop=True)
+def _rows(source: str, table: pd.DataFrame, lines: np.ndarray | None) -> Rows:
+    """How messages name the rows: by CSV line for our table, by benchmark index for the official file."""
+    archs = table["arch"].tolist()
+    if lines is None:
+        return Rows(f"NAS-Bench-201 file {source!r}", lambda i: f"arch index {i}", lambda i: f"arch {archs[i]!r}")
+    index = table["index"].tolist()
+    return Rows(f"NAS-Bench-201 table {source!r}", lambda i: f"line {lines[i]}",
+                lambda i: f"index {index[i]}, arch {archs[i]!r}")
+
+
+def _check_space(table: pd.DataFrame, path: Path, *, from_csv: bool) -> tuple[pd.DataFrame, Rows]:
+    """Sort by index and check the rows: each arch of the space once, well formed, accuracies in [0, 100].
+
+    ``from_csv`` says the rows came from our table in file order (messages
+    then name the CSV line); NaN accuracies mean "not recorded" and are kept.
+    Returns the sorted table and how messages name its rows.
+    """
+    table = table.sort_values("index", kind="stable")
+    lines = table.index.to_numpy() + 2 if from_csv else None  # line 1 is the header
+    table = table.reset_index(drop=True)
+    table["arch"] = table["arch"].astype(str)
+    rows = _rows(str(path), table, lines)
     if len(table) != NUM_ARCHS:
         raise DataError(f"{str(path)!r} lists {len(table)} architectures, expected all {NUM_ARCHS:,} "
                         "of NAS-Bench-201 (truncated or wrong file?)")
-    if not np.array_equal(table["index"].to_numpy(), np.arange(NUM_ARCHS)):
-        raise DataError(f"{str(path)!r}: column 'index' must hold each of 0..{NUM_ARCHS - 1} exactly once")
-    archs = table["arch"].astype(str)
-    bad = ~archs.str.fullmatch(ARCH_PATTERN)
-    if bad.any():
-        first = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{str(path)!r}: {int(bad.sum())} arch string(s) are malformed, e.g. index {first}: "
-                        f"{archs.iloc[first]!r}")
-    if archs.duplicated().any():
-        dup = archs[archs.duplicated()].iloc[0]
-        raise DataError(f"{str(path)!r}: arch {dup!r} appears more than once")
-    table["arch"] = archs
-    return table
+    index = table["index"].to_numpy()
+    check_unique(index, rows, what="index")
+    if not np.array_equal(index, np.arange(NUM_ARCHS)):
+        first = int(np.flatnonzero(index != np.arange(NUM_ARCHS))[0])
+        raise DataError(f"{rows.name(first)}: index {index[first]} is outside 0..{NUM_ARCHS - 1} "
+                        f"(column 'index' must hold each of 0..{NUM_ARCHS - 1} exactly once)")
+    archs = table["arch"]
+    bad = np.flatnonzero(~archs.str.fullmatch(ARCH_PATTERN).to_numpy())  # the canonical strings exactly
+    check_archs(bad, lambda i: format_arch(parse_arch(archs[i])), archs.__getitem__, rows, suspects=len(bad))
+    check_unique(archs.to_numpy(), rows, what="arch")
+    for column in ACCURACY_COLUMNS.values():
+        check_range(table[column].to_numpy(dtype=float), rows, column, allow_nan=True)
+    return table, rows
+
+
+def _spot_check_params(table: pd.DataFrame, rows: Rows) -> None:
+    """Compare the stored parameter counts of a few seeded rows with :func:`~.model.parameter_count`.
+
+    Only our table claims the true count of every arch string (PROVENANCE.md);
+    the official file's counts are the API's own and differ for some archs, so
+    they are not checked.
+    """
+    archs = table["arch"].tolist()
+    sample = spot_rows(len(table))
+    heads = {PARAM_COLUMNS[d]: NUM_CLASSES[d] for d in DATASETS}  # params column -> classifier width
+    for column, classes in heads.items():
+        millions = table[column].to_numpy(dtype=float)
+        spot_check_counts(sample, lambda i, m=millions: m[i] if np.isnan(m[i]) else round(m[i] * 1e6),
+                          lambda i, k=classes: parameter_count(archs[i], k), rows, f"parameter count ({column} x 1e6)")
 
 
 def read_table(path: str | Path) -> Results:
@@ -153,8 +198,11 @@ def read_table(path: str | Path) -> Results:
     MissingDataError
         If the file does not exist (the message says what to put there).
     DataError
-        If it is not a readable gzip CSV, lacks columns, or does not list the
-        15,625 architectures once each.
+        If it is not a readable gzip CSV, lacks columns, does not list the
+        15,625 architectures once each in their canonical form, holds an
+        accuracy outside [0, 100] (NaN means "not recorded" and is kept), or
+        a spot-checked row's parameter count differs from its network's; the
+        message names the line, the arch and the problem.
     """
     path = Path(path)
     if not path.is_file():
@@ -176,7 +224,9 @@ def read_table(path: str | Path) -> Results:
     bad = [c for c in numeric if not pd.api.types.is_numeric_dtype(table[c])]
     if bad:
         raise DataError(f"NAS-Bench-201 table {str(path)!r}: column(s) {', '.join(bad)} are not numeric")
-    return Results(_check_space(table[list(REQUIRED_COLUMNS)].copy(), path), str(path), "naslib")
+    checked, rows = _check_space(table[list(REQUIRED_COLUMNS)].copy(), path, from_csv=True)
+    _spot_check_params(checked, rows)
+    return Results(checked, str(path), "naslib")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,7 +326,7 @@ def results_from_dict(data: dict, source: str) -> Results:
             rows[f"params_mb_{head}"][index] = _cost(result, api_name, "params")
             rows[f"flops_m_{head}"][index] = _cost(result, api_name, "flops")
     table = pd.DataFrame({"index": np.arange(len(archs)), "arch": archs, **rows})
-    return Results(_check_space(table, Path(source)), source, "nb201-api")
+    return Results(_check_space(table, Path(source), from_csv=False)[0], source, "nb201-api")
 
 
 def read_pth(path: str | Path, *, trust_pickle: bool = False) -> Results:
@@ -292,6 +342,6 @@ def open_results(data_root: str | Path | None, source: str | Path | None = None,
         if path.suffix == ".pth":
             return read_pth(path, trust_pickle=trust_pickle)
         return read_table(path)
-    from ...datasets import data_root as resolve_root
+    from ...data.images import data_root as resolve_root
 
     return read_table(resolve_root(data_root) / TABLE_PATH)

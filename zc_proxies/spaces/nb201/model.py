@@ -45,6 +45,9 @@ from .ops import ReLUConvBN, make_op
 C_STEM = 16
 CELLS_PER_STAGE = 5
 
+#: Kernel size of each cell op that holds parameters (a ReLU-Conv-BN); the other ops hold none.
+CONV_KERNELS: dict[str, int] = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}
+
 
 class Cell(nn.Module):
     """One searched cell on ``channels`` channels (stride 1), probed at its output.
@@ -143,3 +146,30 @@ class NB201Network(nn.Module):
 
     def extra_repr(self) -> str:
         return f"arch={self.arch!r}, num_classes={self.num_classes}"
+
+
+def _conv_bn_params(c_in: int, c_out: int, kernel: int) -> int:
+    """A bias-free ``kernel`` x ``kernel`` conv and an affine BatchNorm (scale and shift per channel)."""
+    return kernel * kernel * c_in * c_out + 2 * c_out
+
+
+def parameter_count(arch: str, num_classes: int, channels: int = C_STEM,
+                    cells_per_stage: int = CELLS_PER_STAGE) -> int:
+    """Trainable parameters of ``NB201Network(arch, num_classes, ...)``, in closed form (no module built).
+
+    Loading the stored table compares its parameter counts with this on a few
+    rows, which must cost microseconds, not the ~20 ms of building a network
+    (even on the ``meta`` device). It follows :class:`NB201Network` layer by
+    layer: stem conv + BN; per stage, each cell's conv ops; each reduction
+    block's two conv + BN and its 1x1 shortcut conv; the last BN and the
+    classifier. The tests check it against built networks.
+    """
+    ops = parse_arch(arch)
+    total = _conv_bn_params(3, channels, 3)
+    c = channels
+    for stage in range(3):
+        if stage > 0:
+            total += _conv_bn_params(c, 2 * c, 3) + _conv_bn_params(2 * c, 2 * c, 3) + c * 2 * c
+            c *= 2
+        total += cells_per_stage * sum(_conv_bn_params(c, c, CONV_KERNELS[op]) for op in ops if op in CONV_KERNELS)
+    return total + 2 * c + c * num_classes + num_classes

@@ -4,6 +4,22 @@ Open it with ``zc_proxies.get_space("nb201", data_root)`` (reads
 ``<data_root>/nb201/nb201.csv.gz``) or ``get_space("nb201", source=path)``
 with the official ``NAS-Bench-201-v1_0-e61699.pth`` (see :mod:`.bench` for
 what each number means and where it comes from).
+
+For NAS-Bench-201 the CLI aliases mean (``NB201Space.aliases``; a choice, documented here):
+
+==================  ====================  =====================  ====================
+spec                classifier/minibatch  val target             test target
+==================  ====================  =====================  ====================
+nb201-cifar10       cifar10               cifar10-valid, x-valid  cifar10, ori-test
+nb201-cifar10-valid cifar10-valid         cifar10-valid, x-valid  (none stored)
+nb201-cifar100      cifar100              cifar100, x-valid       cifar100, x-test
+nb201-imagenet16    imagenet16-120        imagenet16-120, x-valid imagenet16-120, x-test
+==================  ====================  =====================  ====================
+
+``nb201-cifar10`` correlates "val" against cifar10-valid's x-valid accuracy
+(the network trained on 25k images, validated on the other 25k), which is what
+NAS-Bench-Suite-Zero reports as CIFAR-10 validation accuracy, and "test" against
+the cifar10 (50k-trained) ori-test accuracy, the headline number of NB201.
 """
 
 from __future__ import annotations
@@ -20,7 +36,17 @@ from torch import nn
 from ...errors import ArchError, DataError, UnknownNameError
 from ..base import SearchSpace, register_space
 from .arch import format_arch, parse_arch
-from .bench import ACCURACY_COLUMNS, DATASETS, FLOP_COLUMNS, NUM_CLASSES, PARAM_COLUMNS, Results, open_results
+from .bench import (
+    ACCURACY_COLUMNS,
+    API_DATASETS,
+    DATASETS,
+    EVAL_SETS,
+    FLOP_COLUMNS,
+    NUM_CLASSES,
+    PARAM_COLUMNS,
+    Results,
+    open_results,
+)
 from .model import NB201Network
 
 
@@ -40,6 +66,16 @@ class NB201Space(SearchSpace):
     name = "nb201"
     datasets = DATASETS
     splits = ("val", "test")
+    #: The command line's dataset aliases (see the module docstring).
+    aliases = {
+        "cifar10": ("cifar10", {"val": "cifar10-valid", "test": "cifar10"}),
+        "cifar10-valid": ("cifar10-valid", {"val": "cifar10-valid"}),
+        "imagenet16": ("imagenet16-120", {"val": "imagenet16-120", "test": "imagenet16-120"}),
+        "imagenet16-120": ("imagenet16-120", {"val": "imagenet16-120", "test": "imagenet16-120"}),
+    }
+    #: How the two CIFAR-10 trainings differ, for table footnotes.
+    TRAINED_ON = {"cifar10-valid": "trained on 25k CIFAR-10 train images",
+                  "cifar10": "trained on all 50k train images"}
     #: The (dataset, split) pairs :meth:`accuracy` answers.
     accuracy_keys: tuple[tuple[str, str], ...] = tuple(ACCURACY_COLUMNS)
 
@@ -52,6 +88,13 @@ class NB201Space(SearchSpace):
 
     def __repr__(self) -> str:
         return f"NB201Space({len(self)} archs from {self.results.source!r})"
+
+    def target_note(self, split: str, dataset: str) -> str:
+        """The official dataset and evaluation set behind a stored accuracy (e.g. cifar100 x-test)."""
+        if (dataset, split) not in EVAL_SETS:
+            return super().target_note(split, dataset)
+        trained = f" ({self.TRAINED_ON[dataset]})" if dataset in self.TRAINED_ON else ""
+        return f"{API_DATASETS[dataset]} {EVAL_SETS[(dataset, split)]} accuracy{trained}"
 
     # -- architectures ------------------------------------------------------------------------
     def __len__(self) -> int:

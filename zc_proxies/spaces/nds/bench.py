@@ -18,9 +18,11 @@ Registered spaces (dataset ``cifar10``, split ``test``): ``nds-darts``,
 the layout ``data.zip`` unpacks to), or the file given as ``source=PATH``.
 
 Every record's genotype is validated against its space's op vocabulary when the
-file is read, and its stored ``params`` is compared with the parameter count of
-the network :meth:`NDSSpace.build` makes (computed in closed form, so the check
-costs milliseconds for 5,000 records). Disagreements are listed by
+file is read; a final accuracy outside [0, 100] (or not finite) and an
+architecture listed twice are refused (with the checks all spaces share, in
+:mod:`..validation`); and every record's stored ``params`` is compared with the
+parameter count of the network :meth:`NDSSpace.build` makes (computed in closed
+form, so the check costs milliseconds for 5,000 records). Disagreements are listed by
 :meth:`NDSSpace.verify_params`; on loading they raise a
 :class:`NDSParamsWarning` (``check_params="warn"``, the default), a
 :class:`~zc_proxies.errors.DataError` (``"error"``) or nothing (``"ignore"``).
@@ -42,10 +44,11 @@ from typing import Any
 
 from torch import nn
 
-from ...datasets import data_root as resolve_data_root
+from ...data.images import data_root as resolve_data_root
 from ...errors import ArchError, DataError, MissingDataError, UnknownNameError, ZCBenchError
 from ..base import SearchSpace, register_space
-from .genotype import NDSArch, arch_key, arch_to_json, parse_arch
+from ..validation import Rows, check_range, check_unique
+from .genotype import NDSArch, arch_key, arch_to_json, describe_arch, parse_arch
 from .model import build_network, param_count
 from .ops import VOCABULARIES
 
@@ -135,7 +138,11 @@ def _count(value: Any, name: str, where: str) -> int:
 
 
 def parse_record(raw: Mapping[str, Any], vocabulary: Sequence[str] | None, family: str, where: str) -> NDSRecord:
-    """Validate one raw record (``where`` names it in errors) and keep what zcbench needs."""
+    """Validate one raw record (``where`` names it in errors) and keep what zcbench needs.
+
+    The accuracy's range and duplicate architectures are checked across all
+    records by :class:`NDSSpace` (:mod:`..validation`).
+    """
     missing = [k for k in ("net", "test_ep_top1", "params") if k not in raw]
     if missing:
         raise DataError(f"{where}: missing {', '.join(map(repr, missing))} (has: {', '.join(sorted(raw))[:200]})")
@@ -153,8 +160,8 @@ def parse_record(raw: Mapping[str, Any], vocabulary: Sequence[str] | None, famil
     if not isinstance(errors, list) or not errors:
         raise DataError(f"{where}: 'test_ep_top1' must be a non-empty list of per-epoch errors, got {errors!r:.80}")
     last = errors[-1]
-    if isinstance(last, bool) or not isinstance(last, (int, float)) or not math.isfinite(last) or not 0 <= last <= 100:
-        raise DataError(f"{where}: final 'test_ep_top1' {last!r} is not an error percentage in [0, 100]")
+    if isinstance(last, bool) or not isinstance(last, (int, float)):  # its range: NDSSpace checks all at once
+        raise DataError(f"{where}: final 'test_ep_top1' {last!r} is not an error percentage (a number)")
     flops = raw.get("flops")
     drop_prob = net.get("drop_prob", 0.0)
     if isinstance(drop_prob, bool) or not isinstance(drop_prob, (int, float)):
@@ -198,12 +205,24 @@ class NDSSpace(SearchSpace):
         self.vocabulary = VOCABULARIES[family]
         self.source = Path(source)
         self._records = list(records)
-        self._index: dict[str, int] = {}
-        for i, rec in enumerate(self._records):
-            self._index.setdefault(arch_key(rec.arch), i)
+        keys = [arch_key(rec.arch) for rec in self._records]
+        self._check_records(keys)
+        self._index: dict[str, int] = {key: i for i, key in enumerate(keys)}
         self._mismatches: list[ParamMismatch] | None = None
         if check_params != "ignore":
             self._report_mismatches(check_params)
+
+    def _check_records(self, keys: Sequence[str]) -> None:
+        """Refuse an accuracy outside [0, 100] (or not finite) and an architecture listed twice.
+
+        A repeated architecture could not be told apart (:meth:`index_of` finds
+        one index per architecture), so its second record would never be scored.
+        """
+        records = self._records
+        rows = Rows(f"NDS file {str(self.source)!r}", lambda i: f"record {i}",
+                    lambda i: describe_arch(records[i].arch))
+        check_range([rec.accuracy for rec in records], rows, "accuracy (100 - final 'test_ep_top1')")
+        check_unique(keys, rows, what="arch")
 
     # -- the SearchSpace interface ---------------------------------------------------
     def __len__(self) -> int:

@@ -224,6 +224,14 @@ def arch_to_json(arch: NDSArch) -> dict[str, Any]:
     return {"genotype": arch.genotype.to_json(), "width": arch.width, "depth": arch.depth, "aux": arch.aux}
 
 
+def describe_arch(arch: NDSArch) -> str:
+    """A one-line name of an architecture for messages: width, depth, aux and each cell's ``op~input`` list."""
+    g = arch.genotype
+    cells = "; ".join(f"{kind} " + " ".join(f"{op}~{i}" for op, i in ops)
+                      for kind, ops in (("normal", g.normal), ("reduce", g.reduce)))
+    return f"width {arch.width}, depth {arch.depth}{', aux' if arch.aux else ''}; {cells}"
+
+
 def arch_key(arch: NDSArch) -> str:
     """A hashable key: the canonical JSON with sorted keys and no spaces."""
     return json.dumps(arch_to_json(arch), sort_keys=True, separators=(",", ":"))

@@ -8,44 +8,23 @@ alias. A space name alone is accepted when the space has one dataset
   training images feed the minibatch, and
 * the *targets*: which stored accuracy each split is correlated against.
 
-For NAS-Bench-201 the CLI aliases mean (this is a choice, documented here):
-
-==================  ====================  =====================  ====================
-spec                classifier/minibatch  val target             test target
-==================  ====================  =====================  ====================
-nb201-cifar10       cifar10               cifar10-valid, x-valid  cifar10, ori-test
-nb201-cifar10-valid cifar10-valid         cifar10-valid, x-valid  (none stored)
-nb201-cifar100      cifar100              cifar100, x-valid       cifar100, x-test
-nb201-imagenet16    imagenet16-120        imagenet16-120, x-valid imagenet16-120, x-test
-==================  ====================  =====================  ====================
-
-``nb201-cifar10`` correlates "val" against cifar10-valid's x-valid accuracy
-(the network trained on 25k images, validated on the other 25k), which is what
-NAS-Bench-Suite-Zero reports as CIFAR-10 validation accuracy, and "test" against
-the cifar10 (50k-trained) ori-test accuracy, the headline number of NB201.
-Any other space uses ``alias`` itself as the dataset for every split it has.
+What a space's aliases mean is the space's own business (its ``aliases``
+attribute; NAS-Bench-201's are documented in :mod:`.nb201.space`). A dataset
+name that is no alias means itself for every split the space stores for it.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from .errors import UnknownNameError
-from .spaces import SearchSpace, list_spaces
+from ..errors import UnknownNameError
+from .base import SearchSpace, get_space, list_spaces
+
 
 # space -> alias -> (classifier dataset, {split: accuracy dataset})
-ALIASES: Mapping[str, Mapping[str, tuple[str, Mapping[str, str]]]] = {
-    "nb201": {
-        "cifar10": ("cifar10", {"val": "cifar10-valid", "test": "cifar10"}),
-        "cifar10-valid": ("cifar10-valid", {"val": "cifar10-valid"}),
-        "imagenet16": ("imagenet16-120", {"val": "imagenet16-120", "test": "imagenet16-120"}),
-        "imagenet16-120": ("imagenet16-120", {"val": "imagenet16-120", "test": "imagenet16-120"}),
-    },
-}
-
-
 @dataclass(frozen=True)
 class SpaceSpec:
     """A parsed ``--space`` value.
@@ -81,8 +60,10 @@ def split_spec(text: str, names: Sequence[str] | None = None) -> tuple[str, str 
     names = list(list_spaces() if names is None else names)
     matches = [n for n in names if text == n or text.startswith(n + "-")]
     if not matches:
-        known = names + [f"{s}-{a}" for s, table in ALIASES.items() if s in names for a in table]
-        close = difflib.get_close_matches(text, known, n=3, cutoff=0.5)
+        head, _, rest = text.partition("-")  # "nb202-cifar10": suggest the close space with the same dataset
+        close = [f"{n}-{rest}" if rest else n for n in difflib.get_close_matches(head, names, n=3, cutoff=0.6)]
+        close += difflib.get_close_matches(text, names, n=3, cutoff=0.5)
+        close = list(dict.fromkeys(close))[:3]
         hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
         raise UnknownNameError(f"unknown space {text!r}{hint} (spaces: {', '.join(names) or 'none'}; "
                                "write SPACE or SPACE-DATASET, e.g. nb201-cifar10)")
@@ -93,7 +74,7 @@ def split_spec(text: str, names: Sequence[str] | None = None) -> tuple[str, str 
 
 def resolve_spec(text: str, space: SearchSpace, alias: str | None) -> SpaceSpec:
     """Turn a dataset alias of an opened ``space`` into a :class:`SpaceSpec`."""
-    table = ALIASES.get(space.name, {})
+    table = space.aliases
     if alias is None:
         if len(space.datasets) != 1:
             options = sorted(set(table) | set(space.datasets))
@@ -124,3 +105,10 @@ def resolve_spec(text: str, space: SearchSpace, alias: str | None) -> SpaceSpec:
 def _split_order(item: tuple[str, str]) -> tuple[int, str]:
     order = {"val": 0, "valid": 0, "test": 1}
     return order.get(item[0], 2), item[0]
+
+
+def open_spec(text: str, root: str | Path | None) -> tuple[SearchSpace, SpaceSpec]:
+    """Open the space a ``--space`` value names (its tables under ``root``) and resolve its dataset alias."""
+    name, alias = split_spec(text)
+    space = get_space(name, root)
+    return space, resolve_spec(text, space, alias)

@@ -14,7 +14,8 @@ cifar100            CIFAR-100 train                 CIFAR-10 train images, CIFAR
 imagenet16-120      ImageNet16 train, classes 1-120 the ImageNet-1k JPEG sample (``imagenet-sample/``,
                                                     250 images) box-downsampled to 16x16, with
                                                     ImageNet16's normalisation and 2-pixel pad-crop
-imagenet            ImageNet-1k JPEG sample         none
+imagenet            ImageNet-1k: ``imagenet/``,     none
+                    else the JPEG sample
 ==================  ==============================  =====================================================
 
 Stand-in labels are remapped into the space's classes deterministically: the
@@ -34,9 +35,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .datasets import IMAGENET16_STATS, ImageSet, find_folder, load_cifar, load_image_folder, load_imagenet16, minibatch
-from .errors import MissingDataError, UnknownNameError
+from ..errors import MissingDataError, UnknownNameError
+from .images import IMAGENET16_STATS, ImageSet, find_folder, load_cifar, load_image_folder, load_imagenet16
+from .minibatch import minibatch
 
+IMAGENET = "imagenet"
 IMAGENET_SAMPLE = "imagenet-sample"
 
 
@@ -74,7 +77,7 @@ class MinibatchSource:
 
     def batch(self, batch_size: int, seed: int, augment: bool = True,
               sampling: str = "uniform") -> tuple[torch.Tensor, torch.Tensor]:
-        """The seeded minibatch for one architecture (see :func:`zc_proxies.datasets.minibatch`)."""
+        """The seeded minibatch for one architecture (see :func:`zc_proxies.data.minibatch.minibatch`)."""
         return minibatch(self.data, batch_size, seed, augment=augment, sampling=sampling)
 
     def settings(self) -> dict[str, object]:
@@ -145,7 +148,13 @@ def source_for(dataset: str, root: str | Path, num_classes: int, *, warn: bool =
         except MissingDataError as exc:
             return _stand_in(dataset, f"{dataset}-train", _imagenet_sample_16(root), num_classes, str(exc), warn)
     if dataset == "imagenet":
-        data = load_image_folder(find_folder(root, IMAGENET_SAMPLE), num_classes=1000, name=IMAGENET_SAMPLE)
-        return _own(dataset, data, num_classes, IMAGENET_SAMPLE)
+        for name in (IMAGENET, IMAGENET_SAMPLE):  # the full ImageNet training tree wins over the sample
+            try:
+                folder = find_folder(root, name)
+            except MissingDataError:
+                continue
+            return _own(dataset, load_image_folder(folder, num_classes=1000, name=name), num_classes, name)
+        raise MissingDataError(f"no ImageNet images under {str(root)!r}: expected an ImageFolder tree (or a "
+                               f"labels.csv folder) named {IMAGENET}/ or {IMAGENET_SAMPLE}/")
     raise UnknownNameError(f"no minibatch images are known for dataset {dataset!r} "
                            "(known: cifar10, cifar10-valid, cifar100, imagenet16-120, imagenet)")

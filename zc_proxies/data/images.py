@@ -1,4 +1,4 @@
-"""Real image data in its official layouts, and seeded minibatches drawn from it.
+"""Real image data in its official layouts: CIFAR, ImageNet16 and ImageNet-style JPEG folders.
 
 Layouts read:
 
@@ -9,6 +9,9 @@ Layouts read:
   N x 768 ``data`` array and 1-based ``labels``; ImageNet16-120 keeps labels 1..120.
 * ImageNet-style JPEG folders: ``<root>/<wnid>/<file>`` (torchvision's
   ImageFolder layout), or a flat folder with a ``labels.csv`` (``file,class_index``).
+
+Minibatches are drawn by :mod:`.minibatch`; which images feed which benchmark
+dataset (and the stand-ins) is :mod:`.sources`.
 
 The data root comes from the caller (the CLI's ``--data``) or the environment
 variable ``ZCBENCH_DATA``; a dataset folder is looked for directly under it and
@@ -25,9 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .errors import DataError, MissingDataError, UnknownNameError
+from ..errors import DataError, MissingDataError, UnknownNameError
 
 DATA_ENV = "ZCBENCH_DATA"
 
@@ -192,13 +194,13 @@ def load_image_folder(root: str | os.PathLike, num_classes: int = 1000, size: in
     if labels_arr.max() >= num_classes:
         raise DataError(f"labels in {str(folder)!r} go up to {labels_arr.max()}, beyond {num_classes} classes")
     if box:
-        pixels = np.stack([_decode(f, None, box=box) for f in files])
+        pixels = np.stack([decode_image(f, None, box=box) for f in files])
         return ImageSet(name, pixels, labels_arr, num_classes, *IMAGENET_STATS, size=box, pad=0, source=str(folder))
     return ImageSet(name, files, labels_arr, num_classes, *IMAGENET_STATS, size=size, pad=0,
                     resize=resize, source=str(folder))
 
 
-def _decode(path: Path, resize: int | None, box: int | None = None) -> np.ndarray:
+def decode_image(path: Path, resize: int | None, box: int | None = None) -> np.ndarray:
     from PIL import Image
 
     try:
@@ -213,84 +215,3 @@ def _decode(path: Path, resize: int | None, box: int | None = None) -> np.ndarra
             return np.asarray(img, dtype=np.uint8)
     except OSError as exc:
         raise DataError(f"cannot decode image {str(path)!r}: {exc}") from exc
-
-
-def _crop(img: np.ndarray, size: int, pad: int, rng: np.random.Generator | None) -> np.ndarray:
-    """Pad-and-random-crop plus flip when ``rng`` is given, else a centre crop."""
-    if rng is not None and pad:
-        img = np.pad(img, ((pad, pad), (pad, pad), (0, 0)))
-    h, w = img.shape[:2]
-    if h < size or w < size:
-        raise DataError(f"image of {h}x{w} pixels is smaller than the {size}x{size} crop")
-    if rng is None:
-        top, left = (h - size) // 2, (w - size) // 2
-    else:
-        top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
-    out = img[top:top + size, left:left + size]
-    if rng is not None and rng.random() < 0.5:
-        out = out[:, ::-1]
-    return out
-
-
-SAMPLINGS = ("uniform", "balanced")
-
-
-def balanced_indices(labels: np.ndarray, batch_size: int, rng: np.random.Generator) -> np.ndarray:
-    """``batch_size`` distinct image indices with as equal a count per class as the batch allows.
-
-    Every class present in ``labels`` gets ``batch_size // C`` images; the
-    ``batch_size % C`` left over go to as many classes drawn at random (among
-    those with an image to spare), one each. The class counts, and so the
-    number of same-class pairs, are then the same for every draw;
-    label-grouping proxies such as ``epe_nas`` lose the variance that a
-    uniform draw's random class mix adds to them.
-    """
-    labels = np.asarray(labels)
-    classes, counts = np.unique(labels, return_counts=True)
-    per_class, extra = divmod(batch_size, len(classes))
-    short = [f"class {c} has {n} < {per_class}" for c, n in zip(classes, counts) if n < per_class]
-    spare = np.flatnonzero(counts > per_class)
-    if short or len(spare) < extra:
-        why = "; ".join(short[:5]) or f"only {len(spare)} classes have more than {per_class} images, {extra} must"
-        raise DataError(f"a class-balanced batch of {batch_size} over {len(classes)} classes needs more images "
-                        f"per class: {why}")
-    want = np.full(len(classes), per_class, dtype=np.int64)
-    want[rng.choice(spare, size=extra, replace=False)] += 1
-    picked = [rng.choice(np.flatnonzero(labels == c), size=w, replace=False) for c, w in zip(classes, want) if w]
-    return np.sort(np.concatenate(picked))
-
-
-def minibatch(data: ImageSet, batch_size: int, seed: int, *, augment: bool = True,
-              sampling: str = "uniform") -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded minibatch: ``batch_size`` distinct images, normalised, with integer targets.
-
-    The same ``(data, batch_size, seed, augment, sampling)`` always gives the
-    same tensors. ``sampling="uniform"`` draws the images uniformly without
-    replacement (each architecture then sees its own random class mix, as in
-    NAS-Bench-Suite-Zero); ``"balanced"`` draws an equal number per class
-    (:func:`balanced_indices`, the "grasp" data loading of zero-cost-nas).
-    With ``augment`` the usual training augmentation is applied (random crop
-    after zero padding, and horizontal flip), drawn from the same seed.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if batch_size > len(data):
-        raise DataError(f"{data.name} at {data.source!r} has {len(data)} images, fewer than batch size {batch_size}")
-    if sampling not in SAMPLINGS:
-        raise ValueError(f"unknown minibatch sampling {sampling!r} (known: {', '.join(SAMPLINGS)})")
-    rng = np.random.default_rng(seed)
-    if sampling == "balanced":
-        idx = balanced_indices(data.labels, batch_size, rng)
-    else:
-        idx = np.sort(rng.choice(len(data), size=batch_size, replace=False))
-    aug = rng if augment else None
-    crops = []
-    for i in idx:
-        img = data.images[i] if isinstance(data.images, np.ndarray) else _decode(data.images[i], data.resize)
-        crops.append(_crop(np.asarray(img), data.size, data.pad, aug))
-    x = torch.from_numpy(np.stack(crops).astype(np.float32) / 255.0).permute(0, 3, 1, 2)
-    mean = torch.tensor(data.mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(data.std, dtype=torch.float32).view(1, 3, 1, 1)
-    x = ((x - mean) / std).contiguous()
-    y = torch.from_numpy(data.labels[idx].astype(np.int64))
-    return x, y

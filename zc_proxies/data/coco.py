@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..datasets import data_root, find_folder
 from ..errors import DataError, MissingDataError
+from .images import data_root, find_folder
 
 COCO_NUM_CLASSES = 91
 """torchvision's COCO head size: background (0) plus category ids 1..90."""
@@ -353,6 +353,10 @@ class CocoDataset:
         return list(images), list(targets)
 
 
+class CocoWarning(UserWarning):
+    """Annotations were dropped while reading COCO (boxes without area)."""
+
+
 def load_coco(root: str | os.PathLike | None = None, split: str = "train2017", *,
               skip_degenerate: bool = True) -> CocoDataset:
     """COCO under the data root (``root`` or ``$ZCBENCH_DATA``).
@@ -366,7 +370,7 @@ def load_coco(root: str | os.PathLike | None = None, split: str = "train2017", *
     data = _find_coco(root, split, skip_degenerate)
     if data.skipped:
         warnings.warn(f"{data.name}: dropped {data.skipped} non-crowd annotations whose boxes have no area "
-                      "inside their image", UserWarning, stacklevel=2)
+                      "inside their image", CocoWarning, stacklevel=2)
     return data
 
 

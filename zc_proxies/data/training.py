@@ -1,4 +1,4 @@
-"""Training data of a BlockSwap run: CIFAR images, a seeded holdout split, and minibatches.
+"""Training data: CIFAR images held in memory, a seeded holdout split, and epoch minibatches.
 
 Training images are augmented as in BlockSwap's CIFAR recipe (``train.py`` of
 BayesWatch/pytorch-blockswap): zero-padding 4 pixels, a random 32x32 crop and
@@ -8,7 +8,7 @@ at its border, set to zero after normalisation), which ``cutout=0`` turns off.
 Evaluation images are only normalised.
 
 The order and augmentation of epoch ``e`` are drawn from a generator seeded by
-``(seed, e)`` alone, so a resumed run sees the same batches as an
+``derive_seed(seed, "epoch", e)`` alone, so a resumed run sees the same batches as an
 uninterrupted one; :func:`data_digest` identifies the images it must train on.
 """
 
@@ -22,8 +22,10 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from ..datasets import ImageSet, data_root, load_cifar
 from ..errors import DataError, MissingDataError, UnknownNameError
+from ..runs.seeding import rng
+from .images import ImageSet, data_root, load_cifar
+from .minibatch import normalise
 
 DATASETS = ("cifar10", "cifar100")
 
@@ -49,7 +51,7 @@ def split_holdout(data: ImageSet, holdout: int, seed: int, limit: int | None = N
     available = len(data) - holdout
     if limit is not None and not 1 <= limit <= available:
         raise DataError(f"asked to train on {limit} images, but {data.name} has {available} after holding out {holdout}")
-    perm = np.random.default_rng(np.random.SeedSequence([int(seed), 0xB10C])).permutation(len(data))
+    perm = rng(seed, "holdout").permutation(len(data))
     held = np.sort(perm[:holdout])
     rest = np.sort(perm[holdout:holdout + (available if limit is None else limit)])
     train = subset(data, rest) if limit is not None or holdout else data
@@ -95,41 +97,34 @@ def data_digest(data: ImageSet) -> str:
     return h.hexdigest()[:16]
 
 
-def _pixels(data: ImageSet) -> np.ndarray:
+def in_memory(data: ImageSet) -> np.ndarray:
     if not isinstance(data.images, np.ndarray):
         raise DataError(f"training reads images held in memory (CIFAR); {data.name} at {data.source!r} is a folder "
                         "of image files")
     return data.images
 
 
-def _normalise(pixels: np.ndarray, data: ImageSet) -> torch.Tensor:
-    x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32) / 255.0).permute(0, 3, 1, 2)
-    mean = torch.tensor(data.mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(data.std, dtype=torch.float32).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous()
-
-
 def train_batches(data: ImageSet, batch_size: int, seed: int, epoch: int,
                   cutout: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Epoch ``epoch``'s augmented minibatches: a function of ``(data, batch_size, seed, epoch, cutout)`` alone."""
-    pixels = _pixels(data)
+    pixels = in_memory(data)
     size, pad = data.size, data.pad
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch)]))
-    order = rng.permutation(len(data))
+    gen = rng(seed, "epoch", epoch)
+    order = gen.permutation(len(data))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         n = len(idx)
         padded = np.pad(pixels[idx], ((0, 0), (pad, pad), (pad, pad), (0, 0)))
         h, w = padded.shape[1:3]
-        tops = rng.integers(0, h - size + 1, size=n)
-        lefts = rng.integers(0, w - size + 1, size=n)
-        flips = rng.random(n) < 0.5
-        centres = rng.integers(0, size, size=(n, 2))  # drawn even without cutout: crops do not depend on it
+        tops = gen.integers(0, h - size + 1, size=n)
+        lefts = gen.integers(0, w - size + 1, size=n)
+        flips = gen.random(n) < 0.5
+        centres = gen.integers(0, size, size=(n, 2))  # drawn even without cutout: crops do not depend on it
         crops = np.empty((n, size, size, 3), dtype=np.uint8)
         for j in range(n):
             crop = padded[j, tops[j]:tops[j] + size, lefts[j]:lefts[j] + size]
             crops[j] = crop[:, ::-1] if flips[j] else crop
-        x = _normalise(crops, data)
+        x = normalise(crops, data)
         if cutout:
             half = cutout // 2
             for j, (cy, cx) in enumerate(centres):
@@ -139,9 +134,9 @@ def train_batches(data: ImageSet, batch_size: int, seed: int, epoch: int,
 
 def eval_batches(data: ImageSet, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The images in file order, unaugmented (a centre crop when larger than the network input)."""
-    pixels = _pixels(data)
+    pixels = in_memory(data)
     size = data.size
     top, left = (pixels.shape[1] - size) // 2, (pixels.shape[2] - size) // 2
     for start in range(0, len(data), batch_size):
         chunk = pixels[start:start + batch_size, top:top + size, left:left + size]
-        yield _normalise(chunk, data), torch.from_numpy(data.labels[start:start + batch_size].astype(np.int64))
+        yield normalise(chunk, data), torch.from_numpy(data.labels[start:start + batch_size].astype(np.int64))
