@@ -223,7 +223,7 @@ def test_merge_of_some_shards_warns_naming_the_missing(tmp_path, data_root, caps
     assert main(["merge", str(tmp_path / "s"), "--out", str(tmp_path / "m"), "--data", str(data_root), "--no-plot",
                  "--bootstrap", "20"]) == 0
     captured = capsys.readouterr()
-    assert "WARNING: merging an incomplete set of shards: shard 0 of 3, shard 2 of 3 are missing" in captured.err
+    assert "zcbench merge: warning: merging an incomplete set of shards: shard 0 of 3, shard 2 of 3 are missing" in captured.err
     assert "Incomplete: shard 0 of 3, shard 2 of 3 missing." in captured.out
 
 

@@ -95,7 +95,7 @@ def test_stand_in_is_announced_recorded_and_footnoted(tmp_path, data_root, capsy
     assert main(["eval", "--space", "nb201-cifar100", "--sample", "3", "--out", str(out), "--data", str(data_root),
                  "--no-plot"] + FAST) == 0
     captured = capsys.readouterr()
-    assert "NOTICE: stand-in minibatch data" in captured.err and "STAND-IN DATA" in captured.out
+    assert "warning: stand-in minibatch data" in captured.err and "STAND-IN DATA" in captured.out
     rows = store_rows(out / "scores.jsonl")
     assert all(r["stand_in_for"] == "cifar100-train" and r["data_source"] == "cifar10-train" for r in rows)
     assert "STAND-IN DATA: cifar10-train images stand in for cifar100-train" in (out / "correlations.md").read_text()

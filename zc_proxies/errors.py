@@ -8,6 +8,7 @@ them all in one place while still seeing a message that names the problem.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable
 
 
@@ -68,10 +69,22 @@ class RunError(ZCBenchError, RuntimeError):
 def guarded(name: str, run: Callable[[], int | None]) -> int:
     """Run a command's body; a :class:`ZCBenchError` becomes one line on stderr and exit status 2.
 
+    zcbench's own warnings (a stand-in, a torn line cut away, a worker restarted)
+    print as ``name: warning: ...`` lines meanwhile.
+
     The command line and the benchmark scripts use it, so bad input (a missing
     data root, a corrupt file) reads as a sentence naming the problem, not a
     traceback.
     """
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' signature
+        if category.__module__.startswith("zc_proxies"):  # ours say what happened; where in the code is noise
+            print(f"{name}: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
     try:
         return int(run() or 0)
     except ZCBenchError as exc:
@@ -80,3 +93,5 @@ def guarded(name: str, run: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print(f"{name}: interrupted; finished scores are kept", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                       imports=tuple(args.imports), wait=args.wait, retry_failed=args.retry_failed)
     plan = plan_evaluation(req)
     for notice in plan.notices:
-        say("zcbench eval", f"NOTICE: stand-in minibatch data: {notice}")
+        say("zcbench eval", f"warning: {notice}")
     say("zcbench eval", plan.describe())
     outcome = run_evaluation(plan, progress=not args.quiet, on_wait=lambda text: say("zcbench eval", text))
     summary = outcome.summary

@@ -7,12 +7,11 @@ written) and :func:`zc_proxies.runs.evaluation.prepare_report` (the tables; both
 from __future__ import annotations
 
 import argparse
-import warnings
 from pathlib import Path
 
 from ..data.images import DATA_ENV
 from ..runs.evaluation import STORE_NAME, prepare_report
-from ..runs.merge import MissingShardWarning, prepare_merge
+from ..runs.merge import prepare_merge
 from ..runs.store import SCORE_KEY
 from ._common import say
 
@@ -35,14 +34,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", MissingShardWarning)
-        merge = prepare_merge(args.stores, out / STORE_NAME)
-    for w in caught:
-        if issubclass(w.category, MissingShardWarning):
-            say("zcbench merge", f"WARNING: {w.message}")
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    merge = prepare_merge(args.stores, out / STORE_NAME)  # a missing shard is a warning line
     scores = merge.key == SCORE_KEY
     pending = None
     if scores and merge.rows:  # checked before the merged store is written
