@@ -249,7 +249,10 @@ def test_cifar100_stand_in_is_named_and_warned(data_root):
     with pytest.warns(StandInWarning, match="cifar10-train images stand in for cifar100-train"):
         src = source_for("cifar100", data_root, 100)
     assert (src.name, src.stand_in_for, src.num_classes) == ("cifar10-train", "cifar100-train", 100)
-    assert src.settings() == {"data_source": "cifar10-train", "stand_in_for": "cifar100-train"}
+    assert src.settings() == {"data_source": "cifar10-train", "stand_in_for": "cifar100-train",
+                              "transform": "zero-padded 4 px, 32x32 crop (random + horizontal flip with augmentation, "
+                                           "else centre), normalised with mean (0.4914, 0.4824, 0.4467) and std "
+                                           "(0.2471, 0.2435, 0.2616)"}
     x, y = src.batch(16, 0)
     assert x.shape == (16, 3, 32, 32) and int(y.max()) < 10
     own = source_for("cifar10", data_root, 10, warn=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..proxies import get_proxy, list_proxies
-from ..spaces import list_spaces
+from ..spaces import list_specs
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -16,8 +16,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.what == "spaces":
-        for name in list_spaces(args.pattern):
+    if args.what == "spaces":  # every value --space accepts
+        for name in list_specs(args.pattern):
             print(name)
         return 0
     rows = [("name", "labels", "grads", "bn", "higher", "version", "description")]

@@ -83,6 +83,19 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def transform(self) -> str:
+        """How a minibatch image is made from a stored one, in words (stored with every score).
+
+        With augmentation the crop is random (after zero padding ``pad``) and
+        flipped half the time; without, it is the centre crop.
+        """
+        resize = f"shorter side resized to {self.resize} px (bilinear), " if self.resize else ""
+        pad = f"zero-padded {self.pad} px, " if self.pad else ""
+        mean = ", ".join(f"{m:.4f}" for m in self.mean)
+        std = ", ".join(f"{v:.4f}" for v in self.std)
+        return (f"{resize}{pad}{self.size}x{self.size} crop (random + horizontal flip with augmentation, else "
+                f"centre), normalised with mean ({mean}) and std ({std})")
+
 
 def _unpickle(path: Path) -> dict:
     if not path.is_file():

@@ -82,7 +82,7 @@ class MinibatchSource:
 
     def settings(self) -> dict[str, object]:
         """The fields that go into a store's settings and rows."""
-        return {"data_source": self.name, "stand_in_for": self.stand_in_for}
+        return {"data_source": self.name, "stand_in_for": self.stand_in_for, "transform": self.data.transform()}
 
 
 def remap_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:

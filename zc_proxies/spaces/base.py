@@ -8,6 +8,7 @@ The shape follows the NATS-Bench API: ``len(space)``, ``space[i] -> arch``,
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
@@ -123,15 +124,45 @@ NUM_CLASSES = {
 SpaceFactory = Callable[..., SearchSpace]
 SPACES: Registry[SpaceFactory] = Registry("space")
 
+#: What each registered space declares without opening its tables: its datasets and CLI aliases.
+_DECLARED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
-def register_space(name: str) -> Callable[[SpaceFactory], SpaceFactory]:
-    """Decorator registering ``factory(data_root: Path | None, **options) -> SearchSpace``."""
+
+def register_space(name: str, *, datasets: Sequence[str] = (), aliases: Sequence[str] = ()
+                   ) -> Callable[[SpaceFactory], SpaceFactory]:
+    """Decorator registering ``factory(data_root: Path | None, **options) -> SearchSpace``.
+
+    ``datasets`` and ``aliases`` (the space's :attr:`SearchSpace.datasets` and
+    the keys of its :attr:`SearchSpace.aliases`) let :func:`list_specs` name
+    every ``--space`` value the space accepts without opening its tables.
+    """
 
     def decorate(factory: SpaceFactory) -> SpaceFactory:
         SPACES.add(name, factory)
+        _DECLARED[name] = (tuple(datasets), tuple(aliases))
         return factory
 
     return decorate
+
+
+def list_specs(pattern: str = "*") -> list[str]:
+    """Every ``SPACE`` / ``SPACE-DATASET`` value ``--space`` accepts, matching a shell-style wildcard.
+
+    A space with one dataset is named alone (and ``SPACE-DATASET`` unless the
+    name already ends in its dataset); a space with several is named once per
+    dataset alias and dataset. A third-party space that declares nothing is
+    listed by its name.
+    """
+    out = []
+    for name in list_spaces():
+        datasets, aliases = _DECLARED.get(name, ((), ()))
+        names = list(dict.fromkeys([*aliases, *datasets]))
+        if len(datasets) <= 1:
+            out.append(name)
+            out += [f"{name}-{d}" for d in names if not name.endswith(f"-{d}")]
+        else:
+            out += [f"{name}-{d}" for d in names]
+    return [n for n in dict.fromkeys(out) if fnmatch.fnmatchcase(n, pattern)]
 
 
 def get_space(name: str, data_root: str | Path | None = None, **options: Any) -> SearchSpace:

@@ -187,7 +187,7 @@ class NB101Space(SearchSpace):
 _OPTIONS = ("source", "epochs")
 
 
-@register_space("nb101")
+@register_space("nb101", datasets=NB101Space.datasets)
 def open_nb101(data_root: str | Path | None = None, **options: Any) -> NB101Space:
     """Open NAS-Bench-101.
 

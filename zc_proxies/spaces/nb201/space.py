@@ -187,7 +187,7 @@ class NB201Space(SearchSpace):
 _OPTIONS = ("source", "trust_pickle")
 
 
-@register_space("nb201")
+@register_space("nb201", datasets=DATASETS, aliases=tuple(NB201Space.aliases))
 def open_nb201(data_root: str | Path | None = None, **options: Any) -> NB201Space:
     """Open NAS-Bench-201.
 
