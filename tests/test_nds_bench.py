@@ -221,9 +221,10 @@ def test_op_outside_the_space_vocabulary_is_refused(tmp_path):
         get_space("nds-enas", tmp_path)
 
 
-def test_imagenet_sweeps_are_refused(tmp_path):
+def test_an_imagenet_sweep_is_refused_by_the_cifar_space_naming_its_own(tmp_path):
     path = write(tmp_path, "DARTS_in", {"top": DARTS_RECORDS[2:3], "mid": []})
-    with pytest.raises(DataError, match=r"ImageNet sweep"):
+    with pytest.raises(DataError, match=r"is an NDS ImageNet file, but space 'nds-darts' builds cifar10 networks; "
+                                        r"open it as 'nds-darts-imagenet'"):
         get_space("nds-darts", None, source=path)
 
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
-import shutil
 import warnings
 from pathlib import Path
 
@@ -28,13 +26,14 @@ from test_nb201_space import closed_form_params, product_archs
 from test_nds_bench import record
 from test_nds_fixtures import DARTS_V1, DARTS_V2, PC_DARTS, expected_params
 
+from zc_proxies import get_space
 from zc_proxies.errors import DataError
 from zc_proxies.runs.seeding import derive_seed
 from zc_proxies.spaces.nb101.bench import Cells, Runs, load_csv, load_h5_runs, runs_from_records, write_h5
 from zc_proxies.spaces.nb101.tfrecord import iter_nb101_records
 from zc_proxies.spaces.nb201 import NB201Network, parameter_count
 from zc_proxies.spaces.nb201.bench import ACCURACY_COLUMNS, read_pth, read_table
-from zc_proxies.spaces.nds import NDSParamsWarning, load_nds_space
+from zc_proxies.spaces.nds import SWEEPS, NDSParamsWarning, load_nds_space
 from zc_proxies.spaces.validation import SPOT_CHECK_ROWS, Rows, check_range, spot_rows
 
 
@@ -448,19 +447,12 @@ def test_nds_params_mismatch_keeps_its_documented_warning(tmp_path):
 
 # -- the real tables ---------------------------------------------------------------------------------------
 
-#: The NDS files here whose records are cell-space records, and the space that reads them.
-NDS_CELL_FILES = {"DARTS_in.json": "nds-darts", "DARTS_fix-w-d_in.json": "nds-darts",
-                  "DARTS_lr-wd_in.json": "nds-darts", "ENAS_in.json": "nds-enas", "NASNet_in.json": "nds-nasnet",
-                  "PNAS_in.json": "nds-pnas", "Amoeba_in.json": "nds-amoeba"}
-
-
 def test_real_tables_still_load(data_root, tmp_path):
     assert len(read_table(data_root / "nb201" / "nb201.csv.gz").table) == 15_625
     nb101 = load_csv(data_root / "nb101" / "nb101_all.csv.gz")
     assert len(nb101) == 423_624 and int(np.sum(~np.isnan(nb101.val_acc))) == 20_001
-    # The NDS records here are the ImageNet sweeps, which the space refuses by name (it builds the CIFAR
-    # network); their records under a cell-space name, in tmp_path, must pass every record check.
-    for name, space in NDS_CELL_FILES.items():
-        path = tmp_path / re.sub(r"_in\.json$", ".json", name)
-        shutil.copyfile(data_root / "nds" / name, path)
-        assert len(load_nds_space(space, path, check_params="ignore")) > 100, name
+    # every NDS file here loads through its own space, every record's parameter count checked
+    for sweep in SWEEPS.values():
+        if (data_root / "nds" / sweep.file).is_file():
+            space = get_space(sweep.space, data_root, check_params="error")
+            assert len(space) >= 2 and not space.verify_params(), sweep.space

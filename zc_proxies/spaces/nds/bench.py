@@ -1,30 +1,54 @@
-"""The official NDS result files, and the five NDS cell spaces built on them.
+"""The official NDS result files, each one a registered search space.
 
-The NDS release (facebookresearch/nds, ``data.zip``) holds one JSON file per
-design space. A file is either a list of model records or, for the ImageNet
-sweeps, a dict whose ``top`` and ``mid`` lists together hold the records. Each
-record has (among training logs this reader ignores):
+The NDS release (Radosavovic et al., ICCV 2019; facebookresearch/nds,
+``data.zip``) holds one JSON file per design space and sweep: a list of model
+records, or (for the CIFAR-10 rerun sets) a dict whose ``top`` and ``mid``
+lists hold the records. Each record has, among training logs this reader
+ignores:
 
-* ``net``: the pycls config, with ``genotype`` (``normal``, ``normal_concat``,
-  ``reduce``, ``reduce_concat``; ops as ``[op, input]`` pairs), ``width``,
-  ``depth``, ``aux`` and ``drop_prob``;
-* ``test_ep_top1``: top-1 test error per epoch; the stored accuracy is
-  ``100 - test_ep_top1[-1]`` (final epoch), as the zero-cost literature uses it;
-* ``params`` and ``flops``: raw counts.
+* ``net``: the pycls config: for the cell spaces ``genotype`` (``normal``,
+  ``normal_concat``, ``reduce``, ``reduce_concat``; ops as ``[op, input]``
+  pairs), ``width``, ``depth``, ``aux`` and ``drop_prob``; for the AnyNet
+  spaces (ResNet, ResNeXt, Vanilla) ``block_type``, ``ds``, ``ws``, ``ss``,
+  ``bot_muls`` and ``num_gs`` (see :mod:`.anynet`);
+* ``test_ep_top1``: top-1 test error (percent) after each epoch; the stored
+  accuracy is ``100 - test_ep_top1[-1]`` (after the last epoch, as the
+  zero-cost literature uses it); ``min_test_top1`` is not used;
+* ``params`` and ``flops``: raw counts, as pycls counted them.
 
-Registered spaces (dataset ``cifar10``, split ``test``): ``nds-darts``,
-``nds-enas``, ``nds-nasnet``, ``nds-pnas`` and ``nds-amoeba``, reading
-``<data_root>/nds/<FAMILY>.json`` (or ``<data_root>/nds/nds_data/<FAMILY>.json``,
-the layout ``data.zip`` unpacks to), or the file given as ``source=PATH``.
+Registered spaces (:data:`SWEEPS`; one dataset each, split ``test``):
 
-Every record's genotype is validated against its space's op vocabulary when the
-file is read; a final accuracy outside [0, 100] (or not finite) and an
-architecture listed twice are refused (with the checks all spaces share, in
-:mod:`..validation`); and every record's stored ``params`` is compared with the
-parameter count of the network :meth:`NDSSpace.build` makes (computed in closed
-form, so the check costs milliseconds for 5,000 records). Disagreements are listed by
-:meth:`NDSSpace.verify_params`; on loading they raise a
-:class:`NDSParamsWarning` (``check_params="warn"``, the default), a
+==============================  ==========================  =========  ========  =====================
+space                           file                        networks   dataset   records
+==============================  ==========================  =========  ========  =====================
+nds-darts, -enas, -nasnet,      DARTS.json ... Amoeba.json  cell       cifar10   ~5,000 (not to be had
+-pnas, -amoeba                                                                   here; see PROVENANCE)
+nds-darts-imagenet ...          DARTS_in.json ...           cell       imagenet  121, 117, 122, 119, 124
+nds-amoeba-imagenet             Amoeba_in.json
+nds-darts-fix-w-d-imagenet      DARTS_fix-w-d_in.json       cell       imagenet  499 (5 epochs)
+nds-darts-lr-wd-imagenet        DARTS_lr-wd_in.json         cell       imagenet  515
+nds-resnext-a-imagenet, -b-     ResNeXt-A_in, -B_in.json    AnyNet     imagenet  130, 164
+nds-resnet-lr-wd-imagenet       ResNet_lr-wd_in.json        AnyNet     imagenet  494
+nds-vanilla-lr-wd-imagenet      Vanilla_lr-wd_in.json       AnyNet     imagenet  500
+nds-resnet-cifar10              ResNet_reruns.json          AnyNet     cifar10   2 archs x 100 reruns
+nds-vanilla-cifar10             Vanilla_reruns.json         AnyNet     cifar10   2 archs x 100 reruns
+==============================  ==========================  =========  ========  =====================
+
+A file is read from ``<data_root>/nds/`` (or ``<data_root>/nds/nds_data/``,
+the layout ``data.zip`` unpacks to), or from ``source=PATH``. ImageNet
+networks have 1,000 classes, CIFAR-10 ones 10. The rerun sets train the same
+two networks (``top`` and ``mid``) 100 times each: their space has those two
+architectures, with the mean of the reruns' final accuracies as the stored
+accuracy (:meth:`NDSSpace.reruns` gives them all); two architectures rank
+nothing, so these spaces serve to measure training noise, not to correlate.
+
+Every record's ``net`` is validated when the file is read; a final accuracy
+outside [0, 100] (or not finite) and an architecture listed twice (outside a
+rerun set) are refused (with the checks all spaces share, in
+:mod:`..validation`); and every record's stored ``params`` is compared with
+the closed-form parameter count of the network :meth:`NDSSpace.build` makes.
+Disagreements are listed by :meth:`NDSSpace.verify_params`; on loading they
+raise a :class:`NDSParamsWarning` (``check_params="warn"``, the default), a
 :class:`~zc_proxies.errors.DataError` (``"error"``) or nothing (``"ignore"``).
 A disagreement means the network scored is not the network that was trained,
 so correlations on such records would be wrong.
@@ -38,7 +62,7 @@ import operator
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,25 +70,81 @@ from torch import nn
 
 from ...data.images import data_root as resolve_data_root
 from ...errors import ArchError, DataError, MissingDataError, UnknownNameError, ZCBenchError
-from ..base import SearchSpace, register_space
+from ..base import NUM_CLASSES, SearchSpace, register_space
 from ..validation import Rows, check_range, check_unique
+from .anynet import AnyNetArch, anynet_flops, anynet_param_count, build_anynet
+from .anynet import from_net as anynet_from_net
 from .genotype import NDSArch, arch_key, arch_to_json, describe_arch, parse_arch
-from .model import build_network, param_count
+from .model import build_network, flops_count, param_count
 from .ops import VOCABULARIES
 
 DATA_URL = "https://dl.fbaipublicfiles.com/nds/data.zip"
 PROJECT_URL = "https://github.com/facebookresearch/nds"
 
-#: Registered space name -> NDS family (file stem and vocabulary key).
-SPACE_FAMILIES: dict[str, str] = {
-    "nds-darts": "DARTS",
-    "nds-enas": "ENAS",
-    "nds-nasnet": "NASNet",
-    "nds-pnas": "PNAS",
-    "nds-amoeba": "Amoeba",
-}
-
 CHECK_PARAMS_MODES = ("warn", "error", "ignore")
+
+Arch = NDSArch | AnyNetArch
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One NDS file and the space it is registered as.
+
+    Attributes
+    ----------
+    space
+        Registered space name, e.g. ``"nds-darts-imagenet"``.
+    file
+        The file's name in the NDS release, e.g. ``"DARTS_in.json"``.
+    family
+        The cell vocabulary (``"DARTS"``, ...) for a cell space; ``"AnyNet"`` otherwise.
+    dataset
+        ``"cifar10"`` or ``"imagenet"``: the networks' input and classifier.
+    note
+        Anything a reader of its tables must know, or ``""``.
+    """
+
+    space: str
+    file: str
+    family: str
+    dataset: str
+    note: str = ""
+
+    @property
+    def cell(self) -> bool:
+        return self.family != "AnyNet"
+
+    @property
+    def imagenet(self) -> bool:
+        return self.dataset == "imagenet"
+
+
+_CELLS = ("DARTS", "ENAS", "NASNet", "PNAS", "Amoeba")
+_RESNEXT_NOTE = ("the ResNeXt-A/B records' stem (ss[0] = 8: three 3x3 stride-2 convs, 32-64-64 channels) is in no "
+                 "public pycls version; it is inferred from the records' own parameter and FLOP counts, which it "
+                 "reproduces for all of them")
+_RERUN_NOTE = "two networks ('top' and 'mid') trained 100 times each: for training noise, not for ranking"
+
+#: Every NDS file zcbench reads, by registered space name.
+SWEEPS: dict[str, Sweep] = {s.space: s for s in (
+    *(Sweep(f"nds-{f.lower()}", f"{f}.json", f, "cifar10") for f in _CELLS),
+    *(Sweep(f"nds-{f.lower()}-imagenet", f"{f}_in.json", f, "imagenet") for f in _CELLS),
+    Sweep("nds-darts-fix-w-d-imagenet", "DARTS_fix-w-d_in.json", "DARTS", "imagenet",
+          "width 32 and depth 22 fixed; 5 training epochs"),
+    Sweep("nds-darts-lr-wd-imagenet", "DARTS_lr-wd_in.json", "DARTS", "imagenet",
+          "learning rate and weight decay drawn at random per model"),
+    Sweep("nds-resnext-a-imagenet", "ResNeXt-A_in.json", "AnyNet", "imagenet", _RESNEXT_NOTE),
+    Sweep("nds-resnext-b-imagenet", "ResNeXt-B_in.json", "AnyNet", "imagenet", _RESNEXT_NOTE),
+    Sweep("nds-resnet-lr-wd-imagenet", "ResNet_lr-wd_in.json", "AnyNet", "imagenet",
+          "learning rate and weight decay drawn at random per model"),
+    Sweep("nds-vanilla-lr-wd-imagenet", "Vanilla_lr-wd_in.json", "AnyNet", "imagenet",
+          "learning rate and weight decay drawn at random per model"),
+    Sweep("nds-resnet-cifar10", "ResNet_reruns.json", "AnyNet", "cifar10", _RERUN_NOTE),
+    Sweep("nds-vanilla-cifar10", "Vanilla_reruns.json", "AnyNet", "cifar10", _RERUN_NOTE),
+)}
+
+#: Registered space name -> NDS cell family, for the cell spaces.
+SPACE_FAMILIES: dict[str, str] = {name: s.family for name, s in SWEEPS.items() if s.cell}
 
 
 class NDSParamsWarning(UserWarning):
@@ -77,13 +157,19 @@ class NDSIndexError(ZCBenchError, IndexError):
 
 @dataclass(frozen=True)
 class NDSRecord:
-    """What zcbench keeps of one NDS model record."""
+    """What zcbench keeps of one NDS model (of all its reruns, in a rerun set).
 
-    arch: NDSArch
+    ``accuracy`` is ``100 - test_ep_top1[-1]`` (the mean over ``reruns`` in a
+    rerun set, which lists each rerun's); ``epochs`` is ``len(test_ep_top1)``.
+    """
+
+    arch: Arch
     accuracy: float
     params: int
     flops: int | None
     drop_prob: float
+    epochs: int
+    reruns: tuple[float, ...] = field(default=())
 
 
 @dataclass(frozen=True)
@@ -95,6 +181,61 @@ class ParamMismatch:
     built: int
 
 
+# -- the two kinds of network ---------------------------------------------------------------------------
+def parse_net(sweep: Sweep, net: Any) -> Arch:
+    """The architecture a ``net`` config (or canonical dict, or parsed architecture) describes in ``sweep``."""
+    if sweep.cell:
+        return parse_arch(net, VOCABULARIES[sweep.family], sweep.family)
+    if isinstance(net, AnyNetArch):
+        return net
+    if isinstance(net, str):
+        try:
+            net = json.loads(net)
+        except json.JSONDecodeError as exc:
+            raise ArchError(f"an AnyNet architecture given as text must be JSON ({exc.msg})") from None
+    return anynet_from_net(net, sweep.imagenet)
+
+
+def net_key(arch: Arch) -> str:
+    """The canonical JSON text of an architecture (how a space looks it up)."""
+    return arch.key() if isinstance(arch, AnyNetArch) else arch_key(arch)
+
+
+def net_json(arch: Arch) -> dict[str, Any]:
+    """The canonical, JSON-serialisable form of an architecture (what ``space[i]`` returns)."""
+    return arch.to_json() if isinstance(arch, AnyNetArch) else arch_to_json(arch)
+
+
+def describe_net(arch: Arch) -> str:
+    """One line naming an architecture in messages."""
+    if isinstance(arch, AnyNetArch):
+        stages = " ".join(f"{s.depth}x{s.width}/s{s.stride}" for s in arch.stages)
+        return f"{arch.block_type}, {arch.stem}, stages {stages}"
+    return describe_arch(arch)
+
+
+def net_params(sweep: Sweep, arch: Arch, num_classes: int) -> int:
+    """Closed-form parameter count of the network built for ``arch`` (auxiliary head included)."""
+    if isinstance(arch, AnyNetArch):
+        return anynet_param_count(arch, num_classes)
+    return param_count(arch, num_classes, imagenet=sweep.imagenet)
+
+
+def net_flops(sweep: Sweep, arch: Arch, num_classes: int) -> int | None:
+    """FLOPs by pycls's counting rule, where zcbench reproduces it (None elsewhere)."""
+    if isinstance(arch, AnyNetArch):
+        return anynet_flops(arch, num_classes, sweep.imagenet)
+    return flops_count(arch, num_classes, imagenet=True) if sweep.imagenet else None
+
+
+def build_net(sweep: Sweep, arch: Arch, num_classes: int) -> nn.Module:
+    """A freshly initialised network for ``arch`` (blocks marked with BlockProbes)."""
+    if isinstance(arch, AnyNetArch):
+        return build_anynet(arch, num_classes)
+    return build_network(arch, num_classes, imagenet=sweep.imagenet)
+
+
+# -- reading --------------------------------------------------------------------------------------------
 def read_nds_json(path: str | os.PathLike) -> list[Mapping[str, Any]]:
     """The raw records of an official NDS file: a list, or the ``top`` + ``mid`` lists of a dict."""
     path = Path(path)
@@ -127,6 +268,11 @@ def read_nds_json(path: str | os.PathLike) -> list[Mapping[str, Any]]:
     return records
 
 
+def is_rerun_file(path: str | os.PathLike) -> bool:
+    """Whether a file is a rerun set (a dict of ``top``/``mid`` reruns of the same networks)."""
+    return Path(path).name.endswith("_reruns.json")
+
+
 def _count(value: Any, name: str, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DataError(f"{where}: {name!r} must be a number, got {value!r}")
@@ -137,7 +283,7 @@ def _count(value: Any, name: str, where: str) -> int:
     return int(value)
 
 
-def parse_record(raw: Mapping[str, Any], vocabulary: Sequence[str] | None, family: str, where: str) -> NDSRecord:
+def parse_record(raw: Mapping[str, Any], sweep: Sweep, where: str) -> NDSRecord:
     """Validate one raw record (``where`` names it in errors) and keep what zcbench needs.
 
     The accuracy's range and duplicate architectures are checked across all
@@ -147,13 +293,14 @@ def parse_record(raw: Mapping[str, Any], vocabulary: Sequence[str] | None, famil
     if missing:
         raise DataError(f"{where}: missing {', '.join(map(repr, missing))} (has: {', '.join(sorted(raw))[:200]})")
     net = raw["net"]
-    if not isinstance(net, Mapping) or "genotype" not in net:
-        raise DataError(
-            f"{where}: 'net' has no 'genotype'; this reader covers the NDS cell spaces "
-            "(DARTS, ENAS, NASNet, PNAS, Amoeba), not ResNet/ResNeXt/Vanilla files"
-        )
+    if not isinstance(net, Mapping):
+        raise DataError(f"{where}: 'net' must be a JSON object, got {type(net).__name__}")
+    if sweep.cell != ("genotype" in net):
+        raise DataError(f"{where}: 'net' {'has no' if sweep.cell else 'has a'} 'genotype': this file holds "
+                        f"{'AnyNet' if sweep.cell else 'cell'} networks, but space {sweep.space!r} reads "
+                        f"{'cell' if sweep.cell else 'AnyNet'} ones ({sweep.file})")
     try:
-        arch = parse_arch(net, vocabulary, family)
+        arch = parse_net(sweep, net)
     except ArchError as exc:
         raise DataError(f"{where}: {exc}") from exc
     errors = raw["test_ep_top1"]
@@ -166,51 +313,65 @@ def parse_record(raw: Mapping[str, Any], vocabulary: Sequence[str] | None, famil
     drop_prob = net.get("drop_prob", 0.0)
     if isinstance(drop_prob, bool) or not isinstance(drop_prob, (int, float)):
         raise DataError(f"{where}: net.drop_prob must be a number, got {drop_prob!r}")
-    return NDSRecord(
-        arch=arch,
-        accuracy=100.0 - float(last),
-        params=_count(raw["params"], "params", where),
-        flops=None if flops is None else _count(flops, "flops", where),
-        drop_prob=float(drop_prob),
-    )
+    return NDSRecord(arch=arch, accuracy=100.0 - float(last), params=_count(raw["params"], "params", where),
+                     flops=None if flops is None else _count(flops, "flops", where), drop_prob=float(drop_prob),
+                     epochs=len(errors))
+
+
+def group_reruns(records: Sequence[NDSRecord], where: str) -> list[NDSRecord]:
+    """One record per architecture of a rerun set: the mean final accuracy, every rerun's kept.
+
+    The reruns of one network must agree on everything but the accuracy.
+    """
+    groups: dict[str, list[NDSRecord]] = {}
+    for rec in records:
+        groups.setdefault(net_key(rec.arch), []).append(rec)
+    out = []
+    for runs in groups.values():
+        first = runs[0]
+        if any((r.params, r.flops, r.epochs) != (first.params, first.flops, first.epochs) for r in runs):
+            raise DataError(f"{where}: reruns of one network disagree on params, flops or epochs "
+                            f"({describe_net(first.arch)})")
+        accs = tuple(r.accuracy for r in runs)
+        out.append(NDSRecord(first.arch, sum(accs) / len(accs), first.params, first.flops, first.drop_prob,
+                             first.epochs, accs))
+    return out
 
 
 class NDSSpace(SearchSpace):
-    """One NDS cell design space: records of an official NDS JSON file.
+    """One NDS design space or sweep: the records of one official NDS file.
 
-    ``space[i]`` is the canonical architecture dict ``{"genotype": {...},
-    "width": w, "depth": d, "aux": bool}`` (the ``net`` config without
-    training settings); :meth:`build` also accepts a raw ``net`` config.
-    Networks are built without drop-path (the record's ``drop_prob`` is a
-    training setting, kept in :meth:`record`).
+    ``space[i]`` is the canonical architecture dict: for a cell space
+    ``{"genotype": {...}, "width": w, "depth": d, "aux": bool}`` (the ``net``
+    config without training settings), for an AnyNet space the ``net`` config
+    itself. :meth:`build` also accepts a raw ``net`` config. Networks are built
+    without drop-path (the record's ``drop_prob`` is a training setting, kept
+    in :meth:`record`).
     """
 
-    datasets = ("cifar10",)
     splits = ("test",)
 
-    def __init__(
-        self,
-        name: str,
-        family: str,
-        records: Sequence[NDSRecord],
-        source: str | os.PathLike,
-        check_params: str = "warn",
-    ) -> None:
+    def __init__(self, sweep: Sweep, records: Sequence[NDSRecord], source: str | os.PathLike,
+                 check_params: str = "warn") -> None:
         if check_params not in CHECK_PARAMS_MODES:
             raise UnknownNameError(
                 f"check_params must be one of {', '.join(map(repr, CHECK_PARAMS_MODES))}, got {check_params!r}"
             )
-        self.name = name
-        self.family = family
-        self.vocabulary = VOCABULARIES[family]
+        self.sweep = sweep
+        self.name = sweep.space
+        self.family = sweep.family
+        self.datasets = (sweep.dataset,)
         self.source = Path(source)
         self._records = list(records)
-        keys = [arch_key(rec.arch) for rec in self._records]
+        keys = [net_key(rec.arch) for rec in self._records]
         self._check_records(keys)
         self._index: dict[str, int] = {key: i for i, key in enumerate(keys)}
         self._mismatches: list[ParamMismatch] | None = None
         if check_params != "ignore":
             self._report_mismatches(check_params)
+
+    def __repr__(self) -> str:
+        return f"NDSSpace({self.name!r}: {len(self)} archs from {str(self.source)!r})"
 
     def _check_records(self, keys: Sequence[str]) -> None:
         """Refuse an accuracy outside [0, 100] (or not finite) and an architecture listed twice.
@@ -220,7 +381,7 @@ class NDSSpace(SearchSpace):
         """
         records = self._records
         rows = Rows(f"NDS file {str(self.source)!r}", lambda i: f"record {i}",
-                    lambda i: describe_arch(records[i].arch))
+                    lambda i: describe_net(records[i].arch))
         check_range([rec.accuracy for rec in records], rows, "accuracy (100 - final 'test_ep_top1')")
         check_unique(keys, rows, what="arch")
 
@@ -238,58 +399,73 @@ class NDSSpace(SearchSpace):
         return i
 
     def record(self, index: int) -> NDSRecord:
-        """The parsed record at ``index`` (architecture, accuracy, params, flops, drop_prob)."""
+        """The parsed record at ``index`` (architecture, accuracy, params, flops, drop_prob, epochs, reruns)."""
         return self._records[self._check_index(index)]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return arch_to_json(self.record(index).arch)
+    def reruns(self, index: int) -> tuple[float, ...]:
+        """Every rerun's final accuracy of architecture ``index`` (its one accuracy outside a rerun set)."""
+        rec = self.record(index)
+        return rec.reruns or (rec.accuracy,)
 
-    def parse(self, arch: Any) -> NDSArch:
-        """Validate ``arch`` (canonical dict, ``net`` config or :class:`NDSArch`) against this space."""
-        return parse_arch(arch, self.vocabulary, self.family)
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return net_json(self.record(index).arch)
+
+    def parse(self, arch: Any) -> Arch:
+        """Validate ``arch`` (canonical dict, ``net`` config or parsed architecture) against this space."""
+        return parse_net(self.sweep, arch)
 
     def index_of(self, arch: Any) -> int:
-        key = arch_key(self.parse(arch))
+        key = net_key(self.parse(arch))
         if key not in self._index:
-            raise UnknownNameError(f"{self.name}: this architecture is not among the {len(self)} records of {self.source}")
+            raise UnknownNameError(f"{self.name}: this architecture is not among the {len(self)} records of "
+                                   f"{self.source}")
         return self._index[key]
 
     def arch_key(self, arch: Any) -> str:
-        return arch_key(self.parse(arch))
+        return net_key(self.parse(arch))
 
-    def build(self, arch: Any, num_classes: int = 10) -> nn.Module:
-        return build_network(self.parse(arch), num_classes)
+    def build(self, arch: Any, num_classes: int | None = None) -> nn.Module:
+        return build_net(self.sweep, self.parse(arch), self.num_classes(self.sweep.dataset)
+                         if num_classes is None else num_classes)
 
-    def accuracy(self, index: int, dataset: str = "cifar10", split: str = "test") -> float:
-        self.check_dataset(dataset)
+    def accuracy(self, index: int, dataset: str | None = None, split: str = "test") -> float:
+        self.check_dataset(dataset or self.sweep.dataset)
         self.check_split(split)
         return self.record(index).accuracy
 
-    def params(self, index: int, dataset: str = "cifar10") -> int:
-        self.check_dataset(dataset)
+    def params(self, index: int, dataset: str | None = None) -> int:
+        self.check_dataset(dataset or self.sweep.dataset)
         return self.record(index).params
 
-    def flops(self, index: int, dataset: str = "cifar10") -> int | None:
+    def flops(self, index: int, dataset: str | None = None) -> int | None:
         """Stored FLOPs of architecture ``index`` (None when the record has none)."""
-        self.check_dataset(dataset)
+        self.check_dataset(dataset or self.sweep.dataset)
         return self.record(index).flops
 
     def num_classes(self, dataset: str) -> int:
         self.check_dataset(dataset)
-        return 10
+        return NUM_CLASSES[dataset]
+
+    def target_note(self, split: str, dataset: str) -> str:
+        epochs = sorted({r.epochs for r in self._records})
+        runs = " (mean of the reruns)" if any(r.reruns for r in self._records) else ""
+        note = (f"{dataset} top-1 accuracy after the last of {'/'.join(map(str, epochs))} training epochs, "
+                f"100 - test_ep_top1[-1] of {self.sweep.file}{runs}")
+        return note + (f"; {self.sweep.note}" if self.sweep.note else "")
 
     # -- stored parameter counts against the built networks ----------------------------
     def verify_params(self) -> list[ParamMismatch]:
         """Records whose stored ``params`` differs from the parameter count of :meth:`build`'s network.
 
-        Counts come from :func:`~zc_proxies.spaces.nds.model.param_count`
-        (closed form, auxiliary head included when the record has one, 10
-        classes); the tests check that formula against built networks.
+        Counts are closed form (auxiliary head included when the record has
+        one, the dataset's classes); the tests check the formulas against built
+        networks.
         """
         if self._mismatches is None:
+            classes = self.num_classes(self.sweep.dataset)
             out = []
             for i, rec in enumerate(self._records):
-                built = param_count(rec.arch, 10)
+                built = net_params(self.sweep, rec.arch, classes)
                 if built != rec.params:
                     out.append(ParamMismatch(i, rec.params, built))
             self._mismatches = out
@@ -311,35 +487,41 @@ class NDSSpace(SearchSpace):
         warnings.warn(message, NDSParamsWarning, stacklevel=4)
 
 
-def load_nds_space(
-    name: str,
-    path: str | os.PathLike,
-    *,
-    family: str | None = None,
-    check_params: str = "warn",
-) -> NDSSpace:
-    """Read an official NDS JSON file into an :class:`NDSSpace` named ``name``."""
-    family = family or SPACE_FAMILIES[name]
+def load_nds_space(name: str, path: str | os.PathLike, *, check_params: str = "warn") -> NDSSpace:
+    """Read an official NDS JSON file into the space ``name`` (one of :data:`SWEEPS`)."""
+    sweep = sweep_of(name)
     path = Path(path)
-    if path.name.endswith("_in.json"):
-        raise DataError(
-            f"{str(path)!r} is an NDS ImageNet sweep; zcbench builds the CIFAR network only, "
-            "so its parameter counts and scores would not match the trained models"
-        )
+    if path.name.endswith("_in.json") != sweep.imagenet:  # NDS names its ImageNet sweeps *_in.json
+        fits = [s.space for s in SWEEPS.values() if s.file == path.name]
+        raise DataError(f"{str(path)!r} is an NDS {'ImageNet' if path.name.endswith('_in.json') else 'CIFAR-10'} "
+                        f"file, but space {name!r} builds {sweep.dataset} networks"
+                        + (f"; open it as {fits[0]!r}" if fits else ""))
     raw = read_nds_json(path)
-    vocabulary = VOCABULARIES[family]
-    records = [parse_record(r, vocabulary, family, f"NDS file {str(path)!r}, record {i}") for i, r in enumerate(raw)]
-    return NDSSpace(name, family, records, path, check_params=check_params)
+    records = [parse_record(r, sweep, f"NDS file {str(path)!r}, record {i}") for i, r in enumerate(raw)]
+    if is_rerun_file(path):
+        records = group_reruns(records, f"NDS file {str(path)!r}")
+    return NDSSpace(sweep, records, path, check_params=check_params)
+
+
+def sweep_of(name: str) -> Sweep:
+    """The :class:`Sweep` registered as ``name``."""
+    if name not in SWEEPS:
+        raise UnknownNameError(f"no NDS space {name!r} (known: {', '.join(SWEEPS)})")
+    return SWEEPS[name]
+
+
+def alternatives(sweep: Sweep) -> list[Sweep]:
+    """The other spaces of the same design space (``nds-darts-*``, ``nds-resnet-*``, ...): what to use instead."""
+    group = sweep.space.split("-")[1]
+    return [s for s in SWEEPS.values() if s is not sweep and s.space.split("-")[1] == group]
 
 
 def locate_nds_file(name: str, data_root: str | os.PathLike | None) -> Path:
-    """``<root>/nds/<FAMILY>.json`` (or ``<root>/nds/nds_data/<FAMILY>.json``) for space ``name``."""
-    family = SPACE_FAMILIES[name]
-    filename = f"{family}.json"
-    how = (
-        f"download data.zip from the NDS release ({DATA_URL}, linked from {PROJECT_URL}) and put its "
-        f"{filename} at <data_root>/nds/{filename}, or pass source=PATH/TO/{filename}"
-    )
+    """``<root>/nds/<file>`` (or ``<root>/nds/nds_data/<file>``) of space ``name``."""
+    sweep = sweep_of(name)
+    filename = sweep.file
+    how = (f"download data.zip from the NDS release ({DATA_URL}, linked from {PROJECT_URL}) and put its "
+           f"{filename} at <data_root>/nds/{filename}, or pass source=PATH/TO/{filename}")
     try:
         root = resolve_data_root(data_root)
     except MissingDataError as exc:
@@ -348,34 +530,28 @@ def locate_nds_file(name: str, data_root: str | os.PathLike | None) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise MissingDataError(
-        f"space {name!r} needs the NDS file {filename}, which is not at {candidates[0]} "
-        f"(nor {candidates[1]}): {how}"
-    )
+    present = [s.space for s in alternatives(sweep)
+               if (root / "nds" / s.file).is_file() or (root / "nds" / "nds_data" / s.file).is_file()]
+    instead = f"; the files present give {', '.join(present)} instead" if present else ""
+    raise MissingDataError(f"space {name!r} needs the NDS file {filename}, which is not at {candidates[0]} "
+                           f"(nor {candidates[1]}){instead}. To get it: {how}")
 
 
-def _register(name: str) -> None:
-    def factory(
-        data_root: str | os.PathLike | None = None,
-        *,
-        source: str | os.PathLike | None = None,
-        check_params: str = "warn",
-    ) -> NDSSpace:
-        path = Path(source) if source is not None else locate_nds_file(name, data_root)
+def _register(sweep: Sweep) -> None:
+    def factory(data_root: str | os.PathLike | None = None, *, source: str | os.PathLike | None = None,
+                check_params: str = "warn") -> NDSSpace:
+        path = Path(source) if source is not None else locate_nds_file(sweep.space, data_root)
         if source is not None and not path.is_file():
-            raise MissingDataError(
-                f"space {name!r}: source {str(path)!r} is not a file; the NDS release ({DATA_URL}) "
-                f"holds {SPACE_FAMILIES[name]}.json"
-            )
-        return load_nds_space(name, path, check_params=check_params)
+            raise MissingDataError(f"space {sweep.space!r}: source {str(path)!r} is not a file; the NDS release "
+                                   f"({DATA_URL}) holds {sweep.file}")
+        return load_nds_space(sweep.space, path, check_params=check_params)
 
-    factory.__name__ = f"open_{name.replace('-', '_')}"
-    factory.__doc__ = (
-        f"Open space {name!r} from {SPACE_FAMILIES[name]}.json under ``<data_root>/nds/`` or ``source``; "
-        "``check_params`` is 'warn', 'error' or 'ignore'."
-    )
-    register_space(name)(factory)
+    factory.__name__ = f"open_{sweep.space.replace('-', '_')}"
+    factory.__doc__ = (f"Open space {sweep.space!r} from {sweep.file} under ``<data_root>/nds/`` or ``source``; "
+                       "``check_params`` is 'warn', 'error' or 'ignore'.")
+    register_space(sweep.space, datasets=(sweep.dataset,))(factory)
 
 
-for _name in SPACE_FAMILIES:
-    _register(_name)
+for _sweep in SWEEPS.values():
+    _register(_sweep)
+

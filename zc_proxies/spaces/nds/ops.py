@@ -22,6 +22,9 @@ the channel count; a stride of 2 halves the spatial size.
 :func:`op_param_count` gives the number of parameters of each op in closed form,
 so stored parameter counts can be checked for thousands of records without
 building networks; the tests check it against the built modules.
+
+:func:`op_flops` gives each op's FLOPs under the counting rule of the NDS
+records (see :data:`FLOPS_RULE`), also in closed form.
 """
 
 from __future__ import annotations
@@ -229,3 +232,94 @@ def factorized_reduce_param_count(c_in: int, c_out: int) -> int:
 def relu_conv_bn_param_count(c_in: int, c_out: int, kernel: int = 1) -> int:
     """Parameters of :class:`ReLUConvBN`."""
     return kernel * kernel * c_in * c_out + _bn(c_out)
+
+
+# -- FLOPs, as the NDS records count them -----------------------------------------------------
+#: The counting rule behind the ``flops`` of the NDS records (reverse-engineered: it reproduces
+#: every record of the five ImageNet cell sweeps and the two DARTS ImageNet reruns). Each module
+#: is counted from the spatial size of its input, one image:
+FLOPS_RULE = """\
+conv:   kh * kw * (c_in / groups) * c_out * h_out * w_out, where h_out = (h + 2 * pad - kh) // stride + 1
+        ignores the dilation (a dilated conv counts a larger output than it makes); convs here have no bias
+pool:   k * k * c * h_out * w_out for avg / max pooling; the global average pool counts c * h * w
+relu:   one per input element
+linear: c_in * c_out + c_out (the bias counts)
+batchnorm, identity, zero, sums, concatenations, dropout: nothing"""
+
+Size = tuple[int, int]
+
+
+def conv_out(size: Size, kernel: int | Size, stride: int | Size = 1, padding: int | Size = 0) -> Size:
+    """Output size by the counting rule: ``(h + 2 * pad - k) // stride + 1`` (dilation ignored)."""
+    k, s, p = (_pair(v) for v in (kernel, stride, padding))
+    return ((size[0] + 2 * p[0] - k[0]) // s[0] + 1, (size[1] + 2 * p[1] - k[1]) // s[1] + 1)
+
+
+def _pair(v: int | Size) -> Size:
+    return (v, v) if isinstance(v, int) else (v[0], v[1])
+
+
+def strided(size: Size, stride: int) -> Size:
+    """Spatial size every op (and :class:`FactorizedReduce`) outputs at ``stride``: ``ceil(size / stride)``."""
+    return ((size[0] - 1) // stride + 1, (size[1] - 1) // stride + 1)
+
+
+def conv_flops(c_in: int, c_out: int, kernel: int | Size, stride: int | Size, padding: int | Size,
+               size: Size, groups: int = 1) -> int:
+    """FLOPs of a bias-free conv on a ``size`` input, by the counting rule (dilation ignored)."""
+    k = _pair(kernel)
+    h, w = conv_out(size, k, stride, padding)
+    return k[0] * k[1] * (c_in // groups) * c_out * h * w
+
+
+def relu_flops(c: int, size: Size) -> int:
+    """FLOPs of a ReLU on ``c`` channels of ``size``: one per element."""
+    return c * size[0] * size[1]
+
+
+def factorized_reduce_flops(c_in: int, c_out: int, size: Size) -> int:
+    """FLOPs of :class:`FactorizedReduce` on a ``size`` input (ReLU, two stride-2 1x1 convs)."""
+    return relu_flops(c_in, size) + 2 * conv_flops(c_in, c_out // 2, 1, 2, 0, size)
+
+
+def relu_conv_bn_flops(c_in: int, c_out: int, size: Size, kernel: int = 1, stride: int = 1, padding: int = 0) -> int:
+    """FLOPs of :class:`ReLUConvBN` on a ``size`` input."""
+    return relu_flops(c_in, size) + conv_flops(c_in, c_out, kernel, stride, padding, size)
+
+
+def _dw_pw_flops(c: int, kernel: int, stride: int, dilation: int, size: Size) -> tuple[int, Size]:
+    """FLOPs and real output size of one (ReLU, depthwise conv, 1x1 conv, BN) unit."""
+    padding = dilation * (kernel - 1) // 2
+    out = strided(size, stride)
+    flops = relu_flops(c, size) + conv_flops(c, c, kernel, stride, padding, size, groups=c) + c * c * out[0] * out[1]
+    return flops, out
+
+
+def op_flops(name: str, channels: int, stride: int, size: Size) -> int:
+    """FLOPs of op ``name`` at ``channels`` channels on a ``size`` (h, w) input, by :data:`FLOPS_RULE`."""
+    c = channels
+    if name not in OPS:
+        raise ArchError(unknown_op_message(name, tuple(OPS)))
+    out = strided(size, stride)
+    if name == "none":
+        return 0
+    if name == "skip_connect":
+        return 0 if stride == 1 else factorized_reduce_flops(c, c, size)
+    if "pool" in name:  # avg_pool_3x3, max_pool_KxK
+        kernel = int(name[-1])
+        return kernel * kernel * c * out[0] * out[1]
+    if name in ("conv_1x1", "conv_3x3"):
+        k = 1 if name == "conv_1x1" else 3
+        return relu_conv_bn_flops(c, c, size, k, stride, k // 2)
+    if name in ("conv_3x1_1x3", "conv_7x1_1x7"):
+        k = 3 if name == "conv_3x1_1x3" else 7
+        mid = (size[0], out[1])  # the 1xk conv strides along the width only
+        return (relu_flops(c, size) + conv_flops(c, c, (1, k), (1, stride), (0, k // 2), size)
+                + conv_flops(c, c, (k, 1), (stride, 1), (k // 2, 0), mid))
+    kernel = int(name[-1])
+    dilation = 2 if name.startswith("dil") else 1
+    first, mid = _dw_pw_flops(c, kernel, stride, dilation, size)
+    if name.startswith("dil_conv"):
+        return first
+    second, _ = _dw_pw_flops(c, kernel, 1, dilation, mid)  # sep_conv_*, dil_sep_conv_3x3
+    return first + second
