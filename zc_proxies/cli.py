@@ -19,7 +19,10 @@ COMMANDS = ["list", "blockswap", "eval", "merge", "convert", "naslib"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="zcbench", description="Zero-cost NAS proxies: score, evaluate, search.")
+    parser.add_argument("--version", action="version", version=f"zcbench {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in COMMANDS:
