@@ -133,8 +133,15 @@ def test_cli_import_then_export_reproduces_the_file(tmp_path, data_root, capsys)
             if proxy != "val_accuracy":
                 assert exported["cifar10"][key][proxy]["score"] == pytest.approx(cell["score"], rel=1e-12)
                 assert exported["cifar10"][key][proxy]["time"] == cell["time"]
-    # with accuracies: cifar10 has no 'val' split in nb201, so auto takes the stored test accuracy
+    # with accuracies: auto is the first default target of nb201-cifar10, as zcbench eval resolves it: 'val',
+    # the cifar10-valid network's x-valid accuracy; --accuracy test is the cifar10 network's ori-test accuracy
     assert main(["export", str(tmp_path / "imp" / "scores.jsonl"), "--out", str(out), "--data", str(data_root)]) == 0
+    assert "val_accuracy: nb201-cifar10 val = cifar10-valid x-valid" in capsys.readouterr().out
+    exported = json.loads(out.read_text())
+    assert exported["cifar10"]["(4, 3, 3, 0, 0, 0)"]["val_accuracy"] == pytest.approx(
+        space.accuracy(space.index_of(ARCH), "cifar10-valid", "val"))
+    assert main(["export", str(tmp_path / "imp" / "scores.jsonl"), "--out", str(out), "--data", str(data_root),
+                 "--accuracy", "test"]) == 0
     exported = json.loads(out.read_text())
     assert exported["cifar10"]["(4, 3, 3, 0, 0, 0)"]["val_accuracy"] == pytest.approx(
         space.accuracy(space.index_of(ARCH), "cifar10", "test"))

@@ -7,6 +7,7 @@ import io
 
 import numpy as np
 import pytest
+from accuracy_space import AccuracyOnlySpace
 from scipy import stats as sps
 
 from zc_proxies.errors import UnknownNameError
@@ -22,37 +23,20 @@ from zc_proxies.report import (
     to_text,
     write_reports,
 )
-from zc_proxies.spaces.base import SearchSpace
 
 ACC = {i: 60.0 + (i * 7) % 13 for i in range(12)}
 
 
-class AccSpace(SearchSpace):
+class AccSpace(AccuracyOnlySpace):
     """Only accuracies matter here."""
 
     name = "acc-only"
-    datasets = ("cifar10",)
-    splits = ("val", "test")
-
-    def __len__(self):
-        return 12
-
-    def __getitem__(self, i):
-        return f"a{i}"
-
-    def index_of(self, arch):
-        return int(arch[1:])
-
-    def build(self, arch, num_classes):
-        raise NotImplementedError
+    size = 12
 
     def accuracy(self, index, dataset, split):
         self.check_dataset(dataset)
         self.check_split(split)
         return ACC[index] + (1.0 if split == "test" else 0.0) * (index % 2)
-
-    def params(self, index, dataset):
-        return 0
 
 
 if "neg_test_proxy" not in PROXIES:
@@ -157,3 +141,21 @@ def test_archs_without_a_stored_accuracy_are_left_out_and_counted():
     assert (table[0].spearman.n, table[0].n_no_accuracy) == (10, 2)
     assert (table[1].spearman.n, table[1].n_no_accuracy) == (12, 0)
     assert "2 scored architectures have no stored cifar10 val accuracy" in to_markdown(table, context())
+
+
+def test_nan_policy_is_one_parameter_of_summarise():
+    rows = rows_for("fisher", SCORES, {3: "nan", 5: "error"})
+    kw = dict(seed=0, indices=list(range(12)), n_resamples=20, top_k=(25, 50))
+    omit = summarise(rows, AccSpace(), {"val": "cifar10"}, ["fisher"], **kw)[0]
+    default = summarise(rows, AccSpace(), {"val": "cifar10"}, ["fisher"], seed=0, indices=list(range(12)),
+                        n_resamples=20)[0]
+    worst = summarise(rows, AccSpace(), {"val": "cifar10"}, ["fisher"], nan_policy="worst", **kw)[0]
+    assert omit.spearman == default.spearman and omit.nan_policy == "omit"
+    assert (omit.spearman.n, worst.spearman.n) == (10, 12)
+    assert (worst.spearman.n_nan, worst.spearman.n_error) == (1, 1)
+    assert omit.indices == frozenset(range(12)) - {3, 5} and worst.indices == frozenset(range(12))
+    x = [SCORES[i] if i not in (3, 5) else -1e9 for i in range(12)]
+    assert worst.spearman.statistic == pytest.approx(sps.spearmanr(x, [ACC[i] for i in range(12)]).statistic)
+    assert [k for k, _ in worst.top_k] == [25.0, 50.0]
+    assert "ranked last" in to_markdown([worst], context()) and "(--nan-policy omit)" in to_markdown([omit], context())
+    assert "fewer than 30 architectures for fisher (n=10)" in to_markdown([omit], context())

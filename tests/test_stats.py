@@ -109,3 +109,39 @@ def test_top_k_metrics():
     assert top_k_overlap(scores, acc, 0.1) == 1.0
     assert top_k_regret(scores, acc, k=1) == 0.0
     assert top_k_regret(scores[::-1], acc, k=1) == 90.0     # picks index 9 (acc 0)
+
+
+def test_nan_policy_worst_ranks_nan_and_failed_last():
+    from scipy import stats as sps
+
+    scores = [0.1, float("nan"), 0.2, 0.3, 0.4, 5.0]
+    acc = [71.0, 50.0, 70.0, 80.0, 75.0, 90.0]
+    failed = [False, False, False, False, False, True]  # the last one raised: its 5.0 is ignored
+    omit = spearman(scores, acc, failed=failed, n_resamples=20)
+    worst = spearman(scores, acc, failed=failed, n_resamples=20, nan_policy="worst")
+    assert (omit.n, omit.n_nan, omit.n_error, omit.nan_policy) == (4, 1, 1, "omit")
+    assert omit.statistic == pytest.approx(sps.spearmanr([0.1, 0.2, 0.3, 0.4], [71, 70, 80, 75]).statistic)
+    assert (worst.n, worst.n_nan, worst.n_error, worst.nan_policy) == (6, 1, 1, "worst")
+    want = sps.spearmanr([0.1, -9, 0.2, 0.3, 0.4, -9], acc).statistic  # both last, tied
+    assert worst.statistic == pytest.approx(want)
+    down = kendall([-s for s in scores[:5]], acc[:5], higher_is_better=False, nan_policy="worst", n_resamples=5)
+    assert down.statistic == pytest.approx(sps.kendalltau([0.1, -9, 0.2, 0.3, 0.4], acc[:5]).statistic)
+    with pytest.raises(ValueError, match="nan_policy"):
+        spearman(X, Y, nan_policy="drop")
+
+
+def test_regret_and_top_k_under_each_policy():
+    from zc_proxies.stats import regret
+
+    acc = [60.0, 70.0, 80.0, 90.0]
+    assert regret([1, 2, 3, 4], acc) == 0.0
+    assert regret([4, 3, 2, 1], acc) == 30.0
+    assert regret([1, 2, 4, 4], acc) == pytest.approx(5.0)  # tied at the top: their mean accuracy, 85
+    assert regret([1, 2, 3, 4], acc, higher_is_better=False) == 30.0
+    nan_best = [1, 2, 3, float("nan")]
+    assert regret(nan_best, acc) == 0.0  # omit: arch 3 is out of the sample
+    assert regret(nan_best, acc, nan_policy="worst") == 10.0  # worst: in the sample, never picked
+    assert math.isnan(regret([float("nan")], [1.0]))
+    assert regret([float("nan")] * 2, [1.0, 3.0], nan_policy="worst") == 1.0  # all tied: mean
+    assert top_k_overlap(nan_best, acc, 0.25) == 1.0
+    assert top_k_overlap(nan_best, acc, 0.25, nan_policy="worst") == 0.0

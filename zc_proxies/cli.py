@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from .errors import guarded
 
 # Modules under zc_proxies.commands, in the order their subcommands are listed.
-COMMANDS = ["list", "blockswap", "eval", "merge", "convert", "naslib"]
+COMMANDS = ["list", "data", "eval", "merge", "report", "naslib", "convert", "blockswap"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,10 @@
 :class:`TableRow` per (proxy, split); the writers format those rows. Every
 table says how many architectures were correlated and how many gave NaN or
 failed, and its footnote names the minibatch images (and any stand-in), the
-sign convention and the bootstrap.
+sign convention, the NaN policy and the bootstrap.
+
+The plots live in :mod:`zc_proxies.plots` (``scatter_plot`` is importable from
+here too), the table across many runs in :mod:`zc_proxies.leaderboard`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +24,24 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError, RunError
+from .plots import scatter_plot
 from .proxies import get_proxy
-from .runs.atomic import atomic_open, atomic_write_text
-from .runs.store import ERROR, NAN, OK
+from .runs.atomic import atomic_write_text
+from .runs.store import ERROR, OK
 from .spaces import SearchSpace
-from .stats import CorrelationResult, correlation, top_k_overlap
+from .stats import (
+    MIN_N,
+    CorrelationResult,
+    DifferentArchitecturesWarning,
+    SmallSampleWarning,
+    check_nan_policy,
+    correlation,
+    regret,
+    top_k_overlap,
+)
+
+__all__ = ["ReportContext", "Report", "TableRow", "make_report", "summarise", "to_text", "to_markdown", "to_csv",
+           "to_latex", "write_reports", "scatter_plot", "footnotes", "comparison_notes", "warn_comparisons"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +60,13 @@ class TableRow:
     n_missing: int
     median_seconds: float
     n_no_accuracy: int = 0
+    top_k: tuple[tuple[float, float], ...] = ()
+    """``((percent, overlap), ...)``: :func:`~zc_proxies.stats.top_k_overlap` at each requested percent."""
+    regret: float = math.nan
+    """:func:`~zc_proxies.stats.regret`, in accuracy points."""
+    nan_policy: str = "omit"
+    indices: frozenset[int] = field(default=frozenset(), compare=False, repr=False)
+    """The architectures correlated (``spearman.n`` of them)."""
 
 
 @dataclass(frozen=True)
@@ -67,14 +91,24 @@ class ReportContext:
     """``{split: what that split's accuracy is}``, as the space describes its targets."""
 
 
-def summarise(rows: Iterable[Mapping[str, Any]], space: SearchSpace, targets: Mapping[str, str],
+def summarise(rows: Iterable[Mapping[str, Any]], space: SearchSpace,
+              targets: Mapping[str, str] | Iterable[tuple[str, str]],
               proxies: Sequence[str], seed: int, indices: Sequence[int] | None = None, *,
-              n_resamples: int = 1000, bootstrap_seed: int = 0) -> list[TableRow]:
+              n_resamples: int = 1000, bootstrap_seed: int = 0, nan_policy: str = "omit",
+              top_k: Sequence[float] = (10.0,)) -> list[TableRow]:
     """Correlate the stored scores of ``proxies`` (run seed ``seed``) with each target accuracy.
+
+    ``targets`` is ``{split: dataset}`` or a sequence of ``(split, dataset)`` pairs.
 
     ``indices`` restricts the table to those architectures (one run's sample);
     architectures in it without a stored row are counted as ``n_missing``.
+    ``nan_policy`` says what a NaN or failed score does (see :mod:`zc_proxies.stats`):
+    ``"omit"`` (default) leaves it out, ``"worst"`` ranks it last. ``top_k``:
+    percents for :attr:`TableRow.top_k` (``top10_overlap`` is always computed).
     """
+    check_nan_policy(nan_policy)
+    percents = tuple(float(k) for k in top_k)
+    pairs = list(targets.items()) if isinstance(targets, Mapping) else [(str(a), str(b)) for a, b in targets]
     by_proxy: dict[str, dict[int, Mapping[str, Any]]] = {p: {} for p in proxies}
     for r in rows:
         if r["proxy"] in by_proxy and int(r["seed"]) == int(seed):
@@ -98,27 +132,90 @@ def summarise(rows: Iterable[Mapping[str, Any]], space: SearchSpace, targets: Ma
         chosen = sorted(stored) if wanted is None else wanted
         present = [stored[i] for i in chosen if i in stored]
         n_missing = len(chosen) - len(present)
-        ok = [r for r in present if r["status"] == OK]
-        n_nan = sum(r["status"] == NAN for r in present)
-        n_error = sum(r["status"] == ERROR for r in present)
+        ok = np.array([r["status"] == OK for r in present], dtype=bool)
+        failed = np.array([r["status"] == ERROR for r in present], dtype=bool)
+        index = np.array([int(r["index"]) for r in present], dtype=np.int64)
         versions = sorted({str(r.get("proxy_version")) for r in present}) or [spec.version]
-        seconds = [float(r["seconds"]) for r in ok if r.get("seconds") is not None]
-        scores = np.array([float(r["score"]) for r in ok], dtype=np.float64)
-        for split, dataset in targets.items():
-            acc = np.array([accuracy(int(r["index"]), dataset, split) for r in ok], dtype=np.float64)
-            kw = dict(higher_is_better=spec.higher_is_better, n_nan=n_nan, n_error=n_error,
-                      n_resamples=n_resamples, seed=bootstrap_seed)
+        seconds = [float(r["seconds"]) for r in present if r["status"] == OK and r.get("seconds") is not None]
+        # A nan/error row's score is NaN here; the policy (in stats) leaves it out or ranks it last.
+        scores = np.array([float(r["score"]) if r["status"] == OK and r.get("score") is not None else math.nan
+                           for r in present], dtype=np.float64)
+        needed = ok if nan_policy == "omit" else np.ones(len(present), dtype=bool)
+        for split, dataset in pairs:
+            acc = np.array([accuracy(int(r["index"]), dataset, split) if need else math.nan
+                            for r, need in zip(present, needed)], dtype=np.float64)
+            kw = dict(higher_is_better=spec.higher_is_better, n_resamples=n_resamples, seed=bootstrap_seed,
+                      nan_policy=nan_policy, failed=failed)
+            rank = dict(higher_is_better=spec.higher_is_better, nan_policy=nan_policy)
+            rho = correlation("spearman", scores, acc, **kw)
+            kept = np.isfinite(acc) & (np.isfinite(scores) & ~failed if nan_policy == "omit" else True)
             table.append(TableRow(
                 proxy=proxy, proxy_version=",".join(versions), higher_is_better=spec.higher_is_better,
                 split=split, target=dataset,
-                spearman=correlation("spearman", scores, acc, **kw),
+                spearman=rho,
                 kendall=correlation("kendall", scores, acc, **kw),
-                top10_overlap=top_k_overlap(scores, acc, 0.1, higher_is_better=spec.higher_is_better),
+                top10_overlap=top_k_overlap(scores, acc, 0.1, **rank),
                 n_archs=len(chosen), n_missing=n_missing,
                 median_seconds=float(np.median(seconds)) if seconds else math.nan,
-                n_no_accuracy=int((~np.isfinite(acc)).sum()),
+                n_no_accuracy=int((~np.isfinite(acc[needed])).sum()),
+                top_k=tuple((k, top_k_overlap(scores, acc, k / 100.0, **rank)) for k in percents),
+                regret=regret(scores, acc, **rank),
+                nan_policy=nan_policy,
+                indices=frozenset(index[kept].tolist()),
             ))
     return table
+
+
+# -- what a reader must know before comparing rows --------------------------------------------------------------
+
+
+def comparison_notes(table: Sequence[TableRow], where: str = "") -> list[tuple[type[Warning], str]]:
+    """``(warning class, sentence)`` for each caution a table needs.
+
+    * proxies of one target correlated on different sets of architectures
+      (NaN/failed scores left out under ``omit``, or rows not stored yet);
+    * correlations over fewer than :data:`~zc_proxies.stats.MIN_N` architectures.
+
+    ``where`` prefixes each sentence (a leaderboard names the run).
+    """
+    out: list[tuple[type[Warning], str]] = []
+    prefix = f"{where}: " if where else ""
+    splits = list(dict.fromkeys((r.split, r.target) for r in table))
+    for split, target in splits:
+        these = [r for r in table if (r.split, r.target) == (split, target)]
+        sets = {r.indices for r in these}
+        if len(sets) > 1:
+            ns = sorted({r.spearman.n for r in these})
+            common = frozenset.intersection(*sets)
+            why = ("NaN/failed scores are left out (--nan-policy omit); --nan-policy worst compares all on the "
+                   "same architectures" if these[0].nan_policy == "omit" else "some proxies lack stored scores")
+            out.append((DifferentArchitecturesWarning,
+                        f"{prefix}{split} ({target}): the proxies were correlated on different architecture sets "
+                        f"(n from {ns[0]} to {ns[-1]}, {len(common)} architectures common to all): {why}."))
+        small = [r for r in these if r.spearman.n < MIN_N]
+        if small:
+            listed = ", ".join(f"{r.proxy} (n={r.spearman.n})" for r in small)
+            out.append((SmallSampleWarning,
+                        f"{prefix}{split} ({target}): fewer than {MIN_N} architectures for {listed}; the 95% "
+                        "intervals and top-k overlaps of so few architectures mean little."))
+    return out
+
+
+def warn_comparisons(notes: Iterable[tuple[type[Warning], str]], stacklevel: int = 2) -> None:
+    """Issue each of :func:`comparison_notes`' cautions as a warning of its class."""
+    for category, text in notes:
+        warnings.warn(text, category, stacklevel=stacklevel + 1)
+
+
+def policy_note(nan_policy: str, n_resamples: int) -> str:
+    """The footnote saying what n, NaN/failed and the CI are under ``nan_policy``."""
+    if nan_policy == "worst":
+        what = ("NaN / failed = the proxy gave NaN/inf or raised: given the worst score (ranked last, tied with "
+                "each other, as NAS-Bench-Suite-Zero does) and kept in n (--nan-policy worst)")
+    else:
+        what = ("NaN / failed = left out because the proxy gave NaN/inf or raised (--nan-policy omit), so "
+                "proxies may be compared on different architectures")
+    return f"n = architectures correlated; {what}; 95% CI = percentile bootstrap over {n_resamples} resamples."
 
 
 # -- formatting -----------------------------------------------------------------------------------------------
@@ -132,17 +229,21 @@ def _ci(r: CorrelationResult) -> str:
     return f"[{_f(r.ci_low)}, {_f(r.ci_high)}]"
 
 
-def footnotes(ctx: ReportContext, table: Sequence[TableRow]) -> list[str]:
-    """The lines under a table: data, stand-in, targets, sign, bootstrap."""
-    n = max((r.n_archs for r in table), default=0)
+def setting_note(ctx: ReportContext, n: int, name: str | None = None) -> str:
+    """The footnote naming the space, the seed and the minibatch (``name`` defaults to the spec)."""
     classes = f" ({ctx.num_classes} classes)" if ctx.num_classes else ""
     if ctx.batch_size is None:  # scores made elsewhere (an imported score file): no minibatch is known
         batch = f"scores from {ctx.data_source}, minibatch not recorded."
     else:
         batch = (f"one {'class-balanced ' if ctx.sampling == 'balanced' else ''}minibatch of {ctx.batch_size} "
                  f"{ctx.data_source} images per architecture{' with training augmentation' if ctx.augment else ''}.")
-    notes = [f"{ctx.spec}: {n} architectures of space {ctx.space}, networks built for {ctx.dataset}{classes}, "
-             f"seed {ctx.seed}; {batch}"]
+    return (f"{name or ctx.spec}: {n} architectures of space {ctx.space}, networks built for {ctx.dataset}{classes}, "
+            f"seed {ctx.seed}; {batch}")
+
+
+def footnotes(ctx: ReportContext, table: Sequence[TableRow]) -> list[str]:
+    """The lines under a table: data, stand-in, targets, sign, NaN policy, bootstrap, cautions."""
+    notes = [setting_note(ctx, max((r.n_archs for r in table), default=0))]
     if ctx.stand_in_for:
         notes.append(f"STAND-IN DATA: {ctx.data_source} images stand in for {ctx.stand_in_for}; {ctx.source_note}.")
     for split, dataset in ctx.targets:
@@ -150,15 +251,16 @@ def footnotes(ctx: ReportContext, table: Sequence[TableRow]) -> list[str]:
     lower = sorted({r.proxy for r in table if not r.higher_is_better})
     notes.append("Sign: correlations use scores oriented so that higher = predicted better"
                  + (f"; lower-is-better proxies negated: {', '.join(lower)}." if lower else "."))
-    notes.append(f"n = architectures correlated; NaN / failed = left out because the proxy gave NaN/inf or "
-                 f"raised; 95% CI = percentile bootstrap over {ctx.n_resamples} resamples; top-10% = share of "
-                 "the truly best 10% that the proxy also ranks in its best 10%.")
+    policy = table[0].nan_policy if table else "omit"
+    notes.append(policy_note(policy, ctx.n_resamples)[:-1] + "; top-10% = share of the truly best 10% that the "
+                 "proxy also ranks in its best 10%.")
     missing = sum(r.n_missing for r in table if r.split == ctx.targets[0][0]) if ctx.targets else 0
     if missing:
         notes.append(f"{missing} (architecture, proxy) scores are not in the store yet (unfinished run or shard).")
     no_acc = sorted({(r.split, r.target, r.n_no_accuracy) for r in table if r.n_no_accuracy})
     for split, target, k in no_acc:
         notes.append(f"{k} scored architectures have no stored {target} {split} accuracy and are left out of n.")
+    notes += [text for _, text in comparison_notes(table)]
     notes.extend(ctx.extra_notes)
     return notes
 
@@ -240,52 +342,6 @@ def to_latex(table: Sequence[TableRow], ctx: ReportContext) -> str:
     return "\n".join(lines) + "\n"
 
 
-def scatter_plot(path: str | Path, rows: Iterable[Mapping[str, Any]], space: SearchSpace, ctx: ReportContext,
-                 table: Sequence[TableRow], proxies: Sequence[str], indices: Sequence[int] | None = None) -> Path:
-    """A PNG with one panel per proxy: stored score against the first target's accuracy."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    split, dataset = ctx.targets[0]
-    wanted = None if indices is None else set(int(i) for i in indices)
-    stats = {(r.proxy, r.split): r for r in table}
-    cols = min(3, max(1, len(proxies)))
-    nrows = math.ceil(len(proxies) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.6 * nrows), squeeze=False)
-    rows = list(rows)
-    for ax, proxy in zip(axes.flat, proxies):
-        pts = [(float(r["score"]), float(space.accuracy(int(r["index"]), dataset, split))) for r in rows
-               if r["proxy"] == proxy and int(r["seed"]) == ctx.seed and r["status"] == OK
-               and (wanted is None or int(r["index"]) in wanted)]
-        if pts:
-            x, y = np.array(pts).T
-            ax.scatter(x, y, s=6, alpha=0.5, linewidths=0)
-            if np.all(x > 0) and x.max() / max(x.min(), 1e-300) > 100:
-                ax.set_xscale("log")
-        res = stats.get((proxy, split))
-        rho = _f(res.spearman.statistic) if res else "nan"
-        ax.set_title(f"{proxy}: Spearman {rho} (n={res.spearman.n if res else 0})", fontsize=9)
-        ax.set_xlabel(f"{proxy} score" + ("" if get_proxy(proxy).spec.higher_is_better else " (lower = better)"),
-                      fontsize=8)
-        ax.set_ylabel(f"{split} accuracy, {dataset} (%)", fontsize=8)
-    for ax in list(axes.flat)[len(proxies):]:
-        ax.axis("off")
-    title = f"{ctx.spec}, batch {ctx.batch_size}, {ctx.data_source}"
-    if ctx.stand_in_for:
-        title += f" (STAND-IN for {ctx.stand_in_for})"
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    try:
-        with atomic_open(path, "wb") as fh:
-            fig.savefig(fh, dpi=120, format="png")
-    finally:
-        plt.close(fig)
-    return path
-
-
 def write_reports(out_dir: str | Path, table: Sequence[TableRow], ctx: ReportContext, *,
                   stem: str = "correlations") -> dict[str, Path]:
     """Write ``<stem>.csv``, ``.md`` and ``.tex`` under ``out_dir`` (each whole or not at all); return their paths."""
@@ -306,9 +362,10 @@ class Report:
 
 def make_report(out_dir: str | Path, stem: str, rows: Sequence[Mapping[str, Any]], space: SearchSpace,
                 ctx: ReportContext, proxies: Sequence[str], indices: Sequence[int] | None, *,
-                plot: bool = True) -> Report:
+                plot: bool = True, nan_policy: str = "omit") -> Report:
     """Correlate stored ``rows`` and write CSV, Markdown, LaTeX (and the scatter PNG) under ``out_dir``."""
-    table = summarise(rows, space, dict(ctx.targets), proxies, ctx.seed, indices, n_resamples=ctx.n_resamples)
+    table = summarise(rows, space, dict(ctx.targets), proxies, ctx.seed, indices, n_resamples=ctx.n_resamples,
+                      nan_policy=nan_policy)
     try:
         paths = write_reports(out_dir, table, ctx, stem=stem)
         if plot:

@@ -3,6 +3,13 @@
 The work is :mod:`zc_proxies.runs.evaluation`'s; this module only turns the
 command line into an :class:`~zc_proxies.runs.evaluation.EvalRequest` and the
 outcome into lines on the terminal.
+
+The tables (``correlations.csv``/``.md``/``.tex``, ``scatter.png``) cover
+every architecture the store holds for the run's seed and proxies (that has
+every target's stored accuracy), not only this invocation's ``--sample`` or
+``--archs``: a rerun into an existing ``--out`` with a smaller sample keeps
+describing the whole store, and a footnote then says how many of the covered
+architectures this invocation requested.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "eval", help="score architectures of a benchmark with proxies and correlate with accuracy",
         description="Score architectures of a search space with zero-cost proxies, store every score "
-                    "(resumable), and print how well each proxy ranks them (Spearman, Kendall).")
+                    "(resumable), and print how well each proxy ranks them (Spearman, Kendall). The tables "
+                    "cover every architecture stored in --out for --seed (earlier runs' too); a footnote says "
+                    "how many of them this invocation requested.")
     p.add_argument("--proxy", default="fisher",
                    help="proxy name, comma-separated names, or 'all' (default: fisher)")
     p.add_argument("--space", required=True,
@@ -29,6 +38,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="score N architectures drawn with --seed (default: all)")
     which.add_argument("--archs", default=None, metavar="FILE",
                        help="file with one architecture per line (index or arch string)")
+    p.add_argument("--target", default=None, metavar="NAME[,NAME...]",
+                   help="stored accuracies to correlate against, the space's target names (the first is plotted): "
+                        "nb201 val, test (200 epochs; default), val-12ep, test-12ep; nb101 val, test (108 epochs; "
+                        "default), val-4ep, val-12ep, val-36ep, test-4ep, test-12ep, test-36ep (where the data has "
+                        "them); nds-* test (last epoch; default), test-best (best epoch)")
+    p.add_argument("--source", default=None, metavar="FILE",
+                   help="read the space's results from this official file instead of the tables under --data: "
+                        "NAS-Bench-201 .pth, NAS-Bench-101 .tfrecord or .h5, an NDS .json")
     p.add_argument("--seed", type=int, default=0, help="seeds the sample, each minibatch and each initialisation")
     p.add_argument("--batch-size", type=int, default=64, help="minibatch size (default: 64)")
     add_runner_options(p)
@@ -55,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, workers=args.workers, threads=args.threads, device=args.device,
                       out=args.out, data=args.data, shard=args.shard, scheduler=args.scheduler,
                       bootstrap=args.bootstrap, augment=args.augment, sampling=args.sampling, plot=args.plot,
-                      imports=tuple(args.imports), wait=args.wait, retry_failed=args.retry_failed)
+                      imports=tuple(args.imports), wait=args.wait, retry_failed=args.retry_failed,
+                      target=args.target, source=args.source)
     plan = plan_evaluation(req)
     for notice in plan.notices:
         say("zcbench eval", f"warning: {notice}")

@@ -25,6 +25,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (must not hold a scores.jsonl yet)")
     p.add_argument("--space", default=None,
                    help="space spec for the tables, e.g. nb201-cifar10 (default: the one the stores record)")
+    p.add_argument("--target", default=None, metavar="NAME[,NAME...]",
+                   help="stored accuracies to correlate against, by the space's target names, as for zcbench eval "
+                        "(default: the space's default targets)")
+    p.add_argument("--source", default=None, metavar="FILE",
+                   help="read the space's results from this official file (as zcbench eval --source); stores "
+                        "scored on another file must hold the same architecture at each index")
     p.add_argument("--seed", type=int, default=None, help="which run seed to correlate (default: the only one)")
     p.add_argument("--data", default=None, help=f"data root (default: ${DATA_ENV})")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap resamples (default: 1000)")
@@ -42,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         if merge.missing:
             extra.append(f"Incomplete: {', '.join(merge.missing)} missing.")
         pending = prepare_report(merge.header, merge.rows, data=args.data, spec_text=args.space, seed=args.seed,
-                                 n_resamples=args.bootstrap, plot=args.plot, extra=extra)
+                                 n_resamples=args.bootstrap, plot=args.plot, extra=extra, targets=args.target,
+                                 source=args.source)
     merge.write()
     say("zcbench merge", f"{len(merge.inputs)} stores -> {merge.path}: {len(merge.rows)} rows "
                          f"({merge.duplicates} duplicates dropped)")

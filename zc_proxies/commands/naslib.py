@@ -5,7 +5,9 @@ NASLib's ``{dataset: {arch: {proxy: {score, time}}}}`` file (or a benchmark
 runner's record list, with ``--dataset``) into result stores, one per dataset,
 that every zcbench table reads. ``zcbench export STORE --out zc.json`` writes
 our stored scores in NASLib's layout (with ``val_accuracy`` from the space's
-stored results). The work is :mod:`zc_proxies.runs.interchange`'s.
+stored results: ``--accuracy NAME`` takes the target names of ``zcbench eval
+--target``, ``auto`` the space's first default target). The work is
+:mod:`zc_proxies.runs.interchange`'s.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="import only this dataset (our name, e.g. cifar10, imagenet16-120); required for a record list")
     p.add_argument("--out", required=True, help="folder for the store(s): OUT/scores.jsonl, or OUT/<dataset>/...")
     p.add_argument("--data", default=None, help=f"data root, to look architecture indices up (default: ${DATA_ENV})")
+    p.add_argument("--source", default=None, metavar="FILE",
+                   help="read the space from this official results file instead of the tables under --data")
     p.set_defaults(func=run_import)
 
     e = subparsers.add_parser(
@@ -37,15 +41,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--out", required=True, help="the JSON file to write")
     e.add_argument("--seed", type=int, default=None, help="export rows of this seed (needed when several are stored)")
     e.add_argument("--proxy", default=None, help="comma-separated proxies to export (default: all stored)")
-    e.add_argument("--accuracy", default="auto", metavar="SPLIT",
-                   help="split whose stored accuracy becomes val_accuracy: val, test, auto (val if the space has "
-                        "it, else test) or none (default: auto)")
+    e.add_argument("--accuracy", default="auto", metavar="TARGET",
+                   help="target whose stored accuracy becomes val_accuracy, by the names of zcbench eval --target "
+                        "(nb201: val, test, val-12ep, test-12ep; nb101: val, test, val-36ep, ...; nds-*: test, "
+                        "test-best), auto (the space's first default target, as zcbench eval correlates and "
+                        "plots first) or none (default: auto); a name the space lacks is an error")
     e.add_argument("--data", default=None, help=f"data root, for the accuracies (default: ${DATA_ENV})")
+    e.add_argument("--source", default=None, metavar="FILE",
+                   help="read the accuracies from this official results file instead of the tables under --data")
     e.set_defaults(func=run_export)
 
 
 def run_import(args: argparse.Namespace) -> int:
-    for d in import_naslib(args.file, args.space, args.out, dataset=args.dataset, data=args.data):
+    for d in import_naslib(args.file, args.space, args.out, dataset=args.dataset, data=args.data, source=args.source):
         print(f"{d.dataset}: {d.written} rows written to {d.path} ({d.already} already there; {d.archs} archs, "
               f"{d.proxies} proxies; " + ", ".join(f"{k} {v}" for k, v in sorted(d.statuses.items())) + ")")
     return 0
@@ -54,8 +62,12 @@ def run_import(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     proxies = [p.strip() for p in args.proxy.split(",") if p.strip()] if args.proxy else None
     done = export_naslib(args.stores, args.out, seed=args.seed, proxies=proxies, accuracy=args.accuracy,
-                         data=args.data)
+                         data=args.data, source=args.source)
     print(f"wrote {done.rows} scores of {done.archs} architectures ({', '.join(done.datasets)}) to {done.path}")
+    for what in done.accuracy.values():
+        print(f"val_accuracy: {what}")
+    for (space, dataset), k in sorted(done.no_value.items()):
+        print(f"no val_accuracy for {k} architectures of {space} {dataset} (no stored value for the target)")
     if done.no_accuracy:
         print("no val_accuracy for " + ", ".join(f"{s} {d}" for s, d in done.no_accuracy)
               + " (the space's stored results are not available there)")

@@ -40,12 +40,12 @@ import torch
 from ..data.images import data_root
 from ..data.minibatch import SAMPLINGS
 from ..data.sources import MinibatchSource, StandInWarning, source_for
-from ..errors import ArchError, ConfigError, DataError, UnknownNameError, ZCBenchError
+from ..errors import ArchError, ConfigError, DataError, MissingDataError, UnknownNameError, ZCBenchError
 from ..proxies import get_proxy, list_proxies
 from ..report import Report, ReportContext, make_report
 from ..score import score_detailed
-from ..spaces import SearchSpace, get_space
-from ..spaces.spec import SpaceSpec, open_spec
+from ..spaces import SearchSpace
+from ..spaces.spec import SpaceSpec, open_space, open_spec
 from .device import check_device
 from .execute import RunSummary, execute
 from .runner import Runner
@@ -89,6 +89,12 @@ class EvalConfig:
     imports
         Modules every worker imports first, so spaces and proxies registered
         by user code (not by an installed entry point) exist in spawned workers.
+    source
+        The results file the space is opened from (``--source``: an official
+        benchmark file), absolute; None: the tables under ``data_root``. It
+        says which architecture each index is, not how one is scored, so it is
+        recorded in the store's header info (``results_source``), not in its
+        settings.
     """
 
     space: str
@@ -102,6 +108,7 @@ class EvalConfig:
     augment: bool = True
     sampling: str = "uniform"
     imports: tuple[str, ...] = ()
+    source: str | None = None
 
 
 @dataclass
@@ -128,7 +135,7 @@ def setup_worker(config: EvalConfig, *, warn: bool = False) -> WorkerState:
     import_modules(config.imports)
     if config.threads:
         torch.set_num_threads(int(config.threads))
-    space = get_space(config.space, config.data_root)
+    space = open_space(config.space, config.data_root, config.source)
     num_classes = space.num_classes(config.dataset)
     source = source_for(config.dataset, config.data_root, num_classes, warn=warn)
     return WorkerState(config, space, source, num_classes)
@@ -391,6 +398,8 @@ class EvalRequest:
     imports: tuple[str, ...] = ()
     wait: bool = False
     retry_failed: bool = False
+    target: str | None = None
+    source: str | None = None
 
 
 @dataclass
@@ -411,7 +420,9 @@ class EvalPlan:
     def describe(self) -> str:
         shard = f" (shard {self.shard[0]}/{self.shard[1]})" if self.shard else ""
         cfg = self.config
-        return (f"{len(self.indices)} architectures{shard} of {self.spec.text}, proxies {', '.join(cfg.proxies)}, "
+        source = f" (results from {cfg.source})" if cfg.source else ""
+        return (f"{len(self.indices)} architectures{shard} of {self.spec.text}{source}, proxies "
+                f"{', '.join(cfg.proxies)}, targets {', '.join(s for s, _ in self.spec.targets)}, "
                 f"batch {cfg.batch_size}, seed {cfg.seed}, on {self.runner.describe()} x {cfg.threads} thread(s); "
                 f"store {self.path}")
 
@@ -435,7 +446,8 @@ def plan_evaluation(req: EvalRequest) -> EvalPlan:
         raise ConfigError(f"unknown minibatch sampling {req.sampling!r} (known: {', '.join(SAMPLINGS)})")
     device = check_device(req.device)
     root = data_root(req.data)
-    space, spec = open_spec(req.space, root)
+    results_source = check_source(req.source)
+    space, spec = open_spec(req.space, root, req.target, source=results_source)
     proxies = parse_proxies(req.proxy)
     shard = resolve_shard(req.shard)
     path = check_writable(store_path(req.out, shard))
@@ -453,9 +465,51 @@ def plan_evaluation(req: EvalRequest) -> EvalPlan:
             raise ConfigError(f"--batch-size {req.batch_size}: {exc}") from None
     config = EvalConfig(space=spec.space, dataset=spec.dataset, proxies=proxies, batch_size=req.batch_size,
                         seed=req.seed, data_root=str(root), device=device, threads=req.threads,
-                        augment=req.augment, sampling=req.sampling, imports=tuple(req.imports))
+                        augment=req.augment, sampling=req.sampling, imports=tuple(req.imports),
+                        source=results_source)
     runner = Runner(req.workers, req.scheduler)
     return EvalPlan(req, config, spec, space, source, indices, shard, path, runner, notices)
+
+
+def check_source(source: str | os.PathLike | None) -> str | None:
+    """``--source FILE`` as an absolute path (workers may run elsewhere), or None; a missing file is refused."""
+    if source is None or str(source) == "":
+        return None
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise MissingDataError(f"--source {str(source)!r} is not a file (give an official benchmark file: "
+                               "NAS-Bench-201 .pth, NAS-Bench-101 .tfrecord/.h5, an NDS .json, or a table)")
+    return str(path.resolve())
+
+
+def check_same_archs(space: SearchSpace, rows: Iterable[Mapping[str, Any]], recorded: str | None,
+                     current: str | None, what: str) -> None:
+    """Rows scored on another results file than ``space`` is opened from must name the same architectures.
+
+    An index means the architecture at that place in the results file (for
+    NAS-Bench-101, the rank of its hash among the cells present), so stored
+    rows are only comparable with a space that puts the same architecture at
+    each index. Nothing is checked when both are the same file (or both the
+    default tables); else every stored architecture is compared, by the
+    space's key, with the space's own at that index.
+    """
+    if (recorded or None) == (current or None):
+        return
+    seen: set[int] = set()
+    for r in rows:
+        i = int(r["index"])
+        if i in seen or r.get("arch") is None:
+            continue
+        seen.add(i)
+        try:
+            same = space.arch_key(space[i]) == space.arch_key(r["arch"])
+        except (ZCBenchError, IndexError, TypeError, ValueError, KeyError):
+            same = False
+        if not same:
+            raise DataError(
+                f"{what} holds scores of the architectures of {recorded or 'the default tables'}, but index {i} "
+                f"is another architecture in {current or 'the default tables'}; "
+                + (f"pass --source {recorded}" if recorded else "leave out --source") + " (or use another --out)")
 
 
 @dataclass
@@ -488,11 +542,15 @@ def run_evaluation(plan: EvalPlan, *, progress: bool = True,
     ``on_store`` is called once the store is open (the CLI prints what it resumes).
     """
     req, cfg = plan.request, plan.config
-    info = {"spec": plan.spec.text, "targets": dict(plan.spec.targets)}
+    info: dict[str, Any] = {"spec": plan.spec.text, "targets": dict(plan.spec.targets)}
+    if cfg.source:
+        info["results_source"] = cfg.source
     if plan.shard:
         info["shard"] = list(plan.shard)
     with plan.runner, open_store(cfg, plan.path, plan.source, plan.source.num_classes, info,
                                  wait=req.wait, on_wait=on_wait) as store:
+        check_same_archs(plan.space, store.rows(), store.info.get("results_source"), cfg.source,
+                         f"result store {str(plan.path)!r}")
         retried = 0
         if req.retry_failed:
             failed = [k for k, r in ((key, store.get(key)) for index in plan.indices for key in
@@ -504,10 +562,47 @@ def run_evaluation(plan: EvalPlan, *, progress: bool = True,
         rows = store.rows()
     extra = [f"Shard {plan.shard[0]} of {plan.shard[1]} only; merge the shards with `zcbench merge`."] \
         if plan.shard else []
+    covered, note = report_coverage(plan, rows)
+    if note:
+        extra.append(note)
     ctx = report_context(plan.space, plan.spec, store.settings, cfg.seed, plan.source.note, req.bootstrap, extra)
     stem = "correlations" + plan.path.stem[len("scores"):]
-    report = make_report(plan.path.parent, stem, rows, plan.space, ctx, cfg.proxies, plan.indices, plot=req.plot)
+    report = make_report(plan.path.parent, stem, rows, plan.space, ctx, cfg.proxies, covered, plot=req.plot)
     return EvalOutcome(plan, summary, retried, report)
+
+
+def report_coverage(plan: EvalPlan, rows: Sequence[Mapping[str, Any]]) -> tuple[list[int], str]:
+    """The architectures a run's tables cover, and a footnote when they are more than the run asked for.
+
+    The tables (``correlations.*``) cover every architecture the run asked
+    for, plus every other architecture the store holds for the run's seed
+    with a score of each of the run's proxies and a stored accuracy for every
+    target: a rerun into an existing ``--out`` with a smaller ``--sample`` (or
+    other ``--archs``) does not shrink them to the smaller set, so the files
+    describe what the store holds, and every proxy is correlated on the same
+    architectures. When that is more than this invocation asked for, the
+    footnote says how many of them it requested (and how many stored ones
+    were left out, and why).
+    """
+    cfg = plan.config
+    wanted = {int(i) for i in plan.indices}
+    by_proxy: dict[str, set[int]] = {p: set() for p in cfg.proxies}
+    for r in rows:
+        if int(r["seed"]) == int(cfg.seed) and r["proxy"] in by_proxy:
+            by_proxy[r["proxy"]].add(int(r["index"]))
+    stored = set().union(*by_proxy.values()) - wanted
+    if not stored:
+        return list(plan.indices), ""
+    have = set(candidate_indices(plan.space, plan.spec.target_map))
+    common = set.intersection(*by_proxy.values()) & have
+    covered = sorted(wanted | (stored & common))
+    note = (f"The tables cover every architecture stored in {plan.path.name} for seed {cfg.seed}: {len(covered)}, "
+            f"of which this run requested {len(wanted)}")
+    left_out = len(stored - common)
+    if left_out:
+        note += (f" ({left_out} more stored architectures lack a score of one of these proxies or a target's "
+                 "stored accuracy and are left out)")
+    return covered, note + "."
 
 
 @dataclass
@@ -527,11 +622,15 @@ class StoredReport:
 
 def prepare_report(header: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], *, data: str | None = None,
                    spec_text: str | None = None, seed: int | None = None, n_resamples: int = 1000,
-                   plot: bool = True, extra: Sequence[str] = ()) -> StoredReport:
+                   plot: bool = True, extra: Sequence[str] = (), targets: str | Sequence[str] | None = None,
+                   source: str | os.PathLike | None = None) -> StoredReport:
     """Check that an evaluation store's rows (a merge's, an import's) can be correlated; writes nothing.
 
     ``spec_text`` defaults to the ``--space`` the store records; ``seed`` must
-    be given when the rows hold several run seeds.
+    be given when the rows hold several run seeds; ``targets`` chooses the
+    space's targets (default: its default ones); ``source`` opens the space
+    from that results file (rows scored on another file must name the same
+    architectures at each index).
     """
     positive(n_resamples, "--bootstrap")
     settings = dict(header.get("settings") or {})
@@ -539,8 +638,10 @@ def prepare_report(header: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
         raise DataError("these results are not proxy scores of architectures (a BlockSwap search's candidates?); "
                         "there is nothing to correlate")
     root = data_root(data)
-    spec_text = spec_text or (header.get("info") or {}).get("spec") or f"{settings['space']}-{settings['dataset']}"
-    space, spec = open_spec(spec_text, root)
+    info = dict(header.get("info") or {})
+    spec_text = spec_text or info.get("spec") or f"{settings['space']}-{settings['dataset']}"
+    source = check_source(source)
+    space, spec = open_spec(spec_text, root, targets, source=source)
     if spec.space != settings.get("space") or spec.dataset != settings.get("dataset"):
         raise DataError(f"--space {spec_text} means space {spec.space!r} with dataset {spec.dataset!r}, but the "
                         f"stores hold {settings.get('space')!r} with {settings.get('dataset')!r}")
@@ -555,6 +656,7 @@ def prepare_report(header: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
     proxies = sorted({r["proxy"] for r in rows if int(r["seed"]) == seed})
     for p in proxies:
         get_proxy(p)
+    check_same_archs(space, rows, info.get("results_source"), source, "the stores")
     note = ""
     if settings.get("stand_in_for"):
         classes = int(settings.get("num_classes") or space.num_classes(spec.dataset))

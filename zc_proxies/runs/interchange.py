@@ -20,7 +20,8 @@ from typing import Any
 from ..data.images import data_root
 from ..errors import ConfigError, DataError, MissingDataError, UnknownNameError, ZCBenchError
 from ..naslib_format import IMPORTED_VERSION, from_naslib, to_naslib
-from ..spaces import SearchSpace, get_space
+from ..spaces import SearchSpace
+from ..spaces.spec import open_space, resolve_spec, split_spec
 from .atomic import atomic_write_text
 from .merge import check_same_experiment, load_stores
 from .store import ResultStore, row_key
@@ -60,11 +61,17 @@ class Imported:
 
 
 def import_naslib(file: str | os.PathLike, space_name: str, out: str | os.PathLike, *, dataset: str | None = None,
-                  data: str | None = None) -> list[Imported]:
-    """Read a NASLib score file into result stores under ``out`` (one per dataset); all checked first."""
+                  data: str | None = None, source: str | os.PathLike | None = None) -> list[Imported]:
+    """Read a NASLib score file into result stores under ``out`` (one per dataset); all checked first.
+
+    ``source`` opens the space from that results file (to look indices up); it is recorded in the stores' info.
+    """
+    from .evaluation import check_source
+
     path = Path(file)
     obj = _load_json(path)
-    space = get_space(space_name, data_root(data))
+    source = check_source(source)
+    space = open_space(space_name, data_root(data), source)
 
     def index_of(arch: Any) -> int:
         try:
@@ -84,7 +91,8 @@ def import_naslib(file: str | os.PathLike, space_name: str, out: str | os.PathLi
         target = out / "scores.jsonl" if len(by_dataset) == 1 else out / name / "scores.jsonl"
         versions = {r["proxy"]: IMPORTED_VERSION for r in these}
         with ResultStore(target, import_settings(space, space_name, name), proxy_versions=versions,
-                         info={"imported_from": str(path), "spec": f"{space_name}-{name}"}) as store:
+                         info={"imported_from": str(path), "spec": f"{space_name}-{name}",
+                               **({"results_source": source} if source else {})}) as store:
             new = [r for r in these if row_key(r) not in store]
             store.append(new)
         done.append(Imported(name, target, len(new), len(these) - len(new), len({r["index"] for r in these}),
@@ -93,61 +101,122 @@ def import_naslib(file: str | os.PathLike, space_name: str, out: str | os.PathLi
 
 
 class _Accuracy:
-    """val_accuracy per row from the row's space, opened once per space; None when not available."""
+    """val_accuracy per row: the stored accuracy of one target, resolved per (space, dataset) as ``zcbench eval``
+    resolves its ``--target`` (same names, same default).
 
-    def __init__(self, split: str, data: str | None) -> None:
-        self.split = split
+    ``target`` is a target name of the rows' space (``val``, ``test-12ep``,
+    ``test-best`` ...) or ``auto``, the space's first default target for the
+    store's ``--space`` spec. :meth:`resolve` is called for every (space,
+    dataset) before anything is written: an unknown or unavailable name is an
+    error then; with ``auto``, a space whose results cannot be opened is only
+    noted (:attr:`missing`).
+    """
+
+    def __init__(self, target: str, data: str | None, source: str | None = None,
+                 specs: Mapping[tuple[str, str], str] | None = None) -> None:
+        self.target = target
         self.data = data
-        self.spaces: dict[str, SearchSpace | None] = {}
-        self.splits: dict[tuple[str, str], str | None] = {}
+        self.source = source
+        self.specs = dict(specs or {})
+        self.spaces: dict[str, SearchSpace] = {}
+        self.resolved: dict[tuple[str, str], tuple[SearchSpace, str, str] | None] = {}
         self.missing: set[tuple[str, str]] = set()
+        self.no_value: dict[tuple[str, str], set[int]] = {}
+        self.used: dict[tuple[str, str], str] = {}
 
-    def _space(self, name: str) -> SearchSpace | None:
+    def _space(self, name: str) -> SearchSpace:
         if name not in self.spaces:
-            try:
-                self.spaces[name] = get_space(name, data_root(self.data))
-            except ZCBenchError:
-                self.spaces[name] = None
+            self.spaces[name] = open_space(name, data_root(self.data), self.source)
         return self.spaces[name]
 
-    def __call__(self, row: Mapping[str, Any]) -> float | None:
-        space = self._space(str(row["space"]))
-        key = (str(row["space"]), str(row["dataset"]))
-        if space is None:
+    def resolve(self, key: tuple[str, str]) -> SearchSpace | None:
+        """Choose the target of ``key`` = (space, dataset); raises for a name the space cannot give."""
+        if key in self.resolved:
+            entry = self.resolved[key]
+            return None if entry is None else entry[0]
+        name, dataset = key
+        explicit = self.target != "auto"
+        try:
+            space = self._space(name)
+        except ZCBenchError:
+            if explicit:
+                raise
+            self.resolved[key] = None
             self.missing.add(key)
             return None
-        splits = ("val", "test") if self.split == "auto" else (self.split,)
-        for split in ([self.splits[key]] if key in self.splits else splits):
-            if split is None:
-                break
+        texts = dict.fromkeys(t for t in (self.specs.get(key), f"{name}-{dataset}") if t)
+        spec, error = None, None
+        for text in texts:  # the spec the store records, else SPACE-DATASET
             try:
-                value = float(space.accuracy(int(row["index"]), str(row["dataset"]), split))
-            except UnknownNameError:
+                alias = split_spec(text, [name])[1]
+                candidate = resolve_spec(text, space, alias, [self.target] if explicit else None)
+            except ZCBenchError as exc:
+                error = error or exc
                 continue
-            self.splits[key] = split
-            return value
-        self.splits[key] = None
-        self.missing.add(key)
-        return None
+            if candidate.dataset == dataset:
+                spec = candidate
+                break
+        if spec is None:
+            if explicit:
+                raise error or UnknownNameError(f"--accuracy {self.target}: space {name!r} has no such target for "
+                                                f"dataset {dataset!r} (targets: {space.describe_targets()})")
+            self.resolved[key] = None
+            self.missing.add(key)
+            return None
+        split, acc_dataset = spec.targets[0]
+        self.resolved[key] = (space, split, acc_dataset)
+        self.used[key] = f"{spec.text} {split} = {space.target_note(split, acc_dataset)}"
+        return space
+
+    def __call__(self, row: Mapping[str, Any]) -> float | None:
+        key = (str(row["space"]), str(row["dataset"]))
+        self.resolve(key)
+        entry = self.resolved[key]
+        if entry is None:
+            return None
+        space, split, dataset = entry
+        try:
+            return float(space.accuracy(int(row["index"]), dataset, split))
+        except DataError:  # this architecture has no stored value for the target (e.g. outside a subset)
+            self.no_value.setdefault(key, set()).add(int(row["index"]))
+            return None
 
 
 @dataclass
 class Exported:
-    """What :func:`export_naslib` wrote."""
+    """What :func:`export_naslib` wrote.
+
+    ``accuracy``: per "space dataset", what ``val_accuracy`` holds;
+    ``no_accuracy``: (space, dataset) pairs whose space could not be opened
+    (``auto`` only); ``no_value``: architectures without a stored value, per pair.
+    """
 
     path: Path
     rows: int
     archs: int
     datasets: list[str]
     no_accuracy: list[tuple[str, str]]
+    accuracy: dict[str, str] = field(default_factory=dict)
+    no_value: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def export_naslib(stores: Sequence[str | os.PathLike], out: str | os.PathLike, *, seed: int | None = None,
                   proxies: Sequence[str] | None = None, accuracy: str = "auto",
-                  data: str | None = None) -> Exported:
-    """Write stored scores in NASLib's layout to ``out``; every store is checked before the file is written."""
-    if accuracy not in ("auto", "val", "test", "none"):
-        raise ConfigError(f"--accuracy must be val, test, auto or none, got {accuracy!r}")
+                  data: str | None = None, source: str | os.PathLike | None = None) -> Exported:
+    """Write stored scores in NASLib's layout to ``out``; every store is checked before the file is written.
+
+    ``accuracy`` names the target whose stored accuracy becomes each
+    architecture's ``val_accuracy``: a target name of the rows' space (the
+    names ``zcbench eval --target`` takes), ``auto`` (the space's first
+    default target, the one ``zcbench eval`` plots) or ``none``. A name the
+    space does not have (or whose results are missing) is refused before
+    anything is written. ``source`` opens the space from that results file.
+    """
+    from .evaluation import check_same_archs, check_source
+
+    accuracy = str(accuracy).strip()
+    if not accuracy:
+        raise ConfigError("--accuracy must name a target (val, test, ...), auto or none")
     files = load_stores(stores)
     check_same_experiment(files)
     rows = [r for f in files for r in f.rows]
@@ -161,7 +230,24 @@ def export_naslib(stores: Sequence[str | os.PathLike], out: str | os.PathLike, *
                           "proxy, so choose one with --seed")
     if not rows:
         raise DataError("nothing to export: no stored rows match")
-    acc = None if accuracy == "none" else _Accuracy(accuracy, data)
+    acc = None
+    if accuracy != "none":
+        source = check_source(source)
+        specs: dict[tuple[str, str], str] = {}
+        recorded: dict[tuple[str, str], str | None] = {}
+        for f in files:
+            key = (str(f.settings.get("space")), str(f.settings.get("dataset")))
+            info = f.header.get("info") or {}
+            if info.get("spec"):
+                specs.setdefault(key, str(info["spec"]))
+            recorded.setdefault(key, info.get("results_source"))
+        acc = _Accuracy(accuracy, data, source, specs)
+        keys = dict.fromkeys((str(r["space"]), str(r["dataset"])) for r in rows)
+        for key in keys:  # every target resolved (or refused) before anything is written
+            space = acc.resolve(key)
+            if space is not None:
+                check_same_archs(space, (r for r in rows if (str(r["space"]), str(r["dataset"])) == key),
+                                 recorded.get(key), source, f"the stores of {key[0]} {key[1]}")
     body = to_naslib(rows, accuracy=acc)
     target = Path(out)
     if target.is_dir():
@@ -169,4 +255,6 @@ def export_naslib(stores: Sequence[str | os.PathLike], out: str | os.PathLike, *
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(target, json.dumps(body))
     return Exported(target, len(rows), sum(len(v) for v in body.values()), sorted(body),
-                    sorted(acc.missing) if acc is not None else [])
+                    sorted(acc.missing) if acc is not None else [],
+                    {f"{k[0]} {k[1]}": v for k, v in acc.used.items()} if acc is not None else {},
+                    {k: len(v) for k, v in acc.no_value.items()} if acc is not None else {})

@@ -57,22 +57,26 @@ class StoreFile:
         return (int(recorded[0]), int(recorded[1])) if recorded else shard_of_path(self.path)
 
 
-def expand(paths: Iterable[str | os.PathLike], pattern: str = "scores*.jsonl") -> list[Path]:
-    """Store files named directly, or found in folders (``pattern``); a folder without any is an error."""
+def expand(paths: Iterable[str | os.PathLike], pattern: str = "scores*.jsonl", *,
+           recursive: bool = False) -> list[Path]:
+    """Store files named directly, or found in folders (``pattern``, in subfolders too if ``recursive``); each once.
+
+    A folder without any is an error.
+    """
     out: list[Path] = []
     for text in paths:
         p = Path(text)
         if p.is_dir():
-            found = sorted(p.glob(pattern))
+            found = sorted(f for f in (p.rglob(pattern) if recursive else p.glob(pattern))
+                           if f.is_file() and not f.name.startswith("."))
             if not found:
-                raise DataError(f"folder {str(p)!r} holds no {pattern} store")
+                raise DataError(f"folder {str(p)!r} holds no {pattern} result store")
             out.extend(found)
         else:
             out.append(p)
     if not out:
         raise DataError("no result store given")
-    unique = list(dict.fromkeys(p.resolve() for p in out))
-    return [Path(p) for p in unique]
+    return [Path(p) for p in dict.fromkeys(p.resolve() for p in out)]
 
 
 def load_stores(paths: Iterable[str | os.PathLike]) -> list[StoreFile]:

@@ -5,6 +5,6 @@ from . import (
     nb201,  # noqa: F401
     nds,  # noqa: F401
 )
-from .base import SPACES, SearchSpace, get_space, list_spaces, list_specs, register_space
+from .base import SPACES, SearchSpace, Target, get_space, list_spaces, list_specs, register_space
 
-__all__ = ["SPACES", "SearchSpace", "get_space", "list_spaces", "list_specs", "register_space"]
+__all__ = ["SPACES", "SearchSpace", "Target", "get_space", "list_spaces", "list_specs", "register_space"]

@@ -11,13 +11,45 @@ import difflib
 import fnmatch
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from .._registry import Registry
-from ..errors import UnknownNameError
+from ..errors import MissingDataError, UnknownNameError
+
+
+@dataclass(frozen=True)
+class Target:
+    """A named stored accuracy of a space: what ``zcbench eval --target NAME`` correlates against.
+
+    Attributes
+    ----------
+    name
+        The name on the command line and the ``split`` :meth:`SearchSpace.accuracy`
+        takes, e.g. ``"val"``, ``"test-12ep"``, ``"test-best"``.
+    about
+        What it is, in a few words (listed next to the name when a name is unknown).
+    split
+        Which of a dataset alias's accuracy datasets it reads (``"val"`` or
+        ``"test"``, the keys of :attr:`SearchSpace.aliases`' split maps); empty
+        means the name itself. NAS-Bench-201's ``test-12ep`` reads the ``test``
+        dataset of the alias, so ``nb201-cifar10 --target test-12ep`` means
+        cifar10 ori-test after 12 epochs.
+    default
+        Correlated when no ``--target`` is given.
+    """
+
+    name: str
+    about: str
+    split: str = ""
+    default: bool = False
+
+    @property
+    def base(self) -> str:
+        return self.split or self.name
 
 
 class SearchSpace(ABC):
@@ -30,14 +62,19 @@ class SearchSpace(ABC):
     datasets
         Names accepted by :meth:`accuracy` and :meth:`params`.
     splits
-        Names accepted by :meth:`accuracy` (e.g. ``("val", "test")``).
+        Names accepted by :meth:`accuracy` (e.g. ``("val", "test")``): every target name.
     aliases
         What the space's ``SPACE-ALIAS`` command-line names mean.
+    targets
+        The named accuracies ``--target`` chooses among (:class:`Target`),
+        whether or not the opened results hold each; empty means one default
+        target per split (what a space that declares nothing gets).
     """
 
     name: str = ""
     datasets: tuple[str, ...] = ()
     splits: tuple[str, ...] = ("val", "test")
+    targets: tuple[Target, ...] = ()
     #: Command-line dataset aliases: ``{alias: (classifier dataset, {split: accuracy dataset})}``.
     #: A dataset name that is no alias means itself for every split it has (see :mod:`.spec`).
     aliases: Mapping[str, tuple[str, Mapping[str, str]]] = {}
@@ -80,6 +117,43 @@ class SearchSpace(ABC):
             raise UnknownNameError(f"space {self.name!r} has no split {split!r}"
                                    f"{_did_you_mean(split, self.splits)} (has: {', '.join(self.splits)})")
         return split
+
+    # -- targets ------------------------------------------------------------------------------
+    def target_table(self) -> dict[str, Target]:
+        """``{name: Target}`` of every target the space knows, in the order it declares them."""
+        if self.targets:
+            return {t.name: t for t in self.targets}
+        return {s: Target(s, f"{s} accuracy", s, True) for s in self.splits}
+
+    def default_targets(self) -> tuple[str, ...]:
+        """The target names correlated when no ``--target`` is given."""
+        return tuple(t.name for t in self.target_table().values() if t.default)
+
+    def target_unavailable(self, name: str) -> str | None:
+        """Why the opened results do not hold target ``name`` (None when they do); a sentence naming the file."""
+        return None
+
+    def describe_targets(self) -> str:
+        """``"val (...), test (...)"``: every target with what it is, defaults marked."""
+        return ", ".join(f"{t.name} ({t.about}{'; default' if t.default else ''})"
+                         for t in self.target_table().values())
+
+    def check_target(self, name: str) -> Target:
+        """The :class:`Target` called ``name``.
+
+        Raises UnknownNameError (with close matches and the space's targets)
+        for a name the space does not know, and MissingDataError naming what
+        is missing for one the opened results lack.
+        """
+        table = self.target_table()
+        if name not in table:
+            raise UnknownNameError(f"space {self.name!r} has no target {name!r}{_did_you_mean(name, list(table))} "
+                                   f"(targets: {self.describe_targets()})")
+        why = self.target_unavailable(name)
+        if why:
+            raise MissingDataError(f"space {self.name!r}: target {name!r} ({table[name].about}) is not available "
+                                   f"here: {why}")
+        return table[name]
 
     def num_classes(self, dataset: str) -> int:
         """Classifier width for ``dataset`` (looked up in :data:`NUM_CLASSES` by default)."""

@@ -115,6 +115,9 @@ class Results:
 
     ``test_acc`` and ``val_acc`` are fractions in 0..1, NaN where the source
     has none; ``val_note`` / ``test_note`` say what the numbers are.
+    ``epoch_val`` holds our validation table's single-run accuracies at the
+    other epoch budgets (``{4: ..., 12: ..., 36: ...}``; CSV source only; a
+    record or HDF5 source has ``runs`` instead).
     """
 
     cells: Cells
@@ -125,9 +128,42 @@ class Results:
     test_note: str
     val_note: str
     runs: Runs | None = field(default=None, repr=False)
+    epoch_val: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    epoch_val_note: str = ""
 
     def __len__(self) -> int:
         return len(self.cells)
+
+    def at_epochs(self, split: str, epochs: int) -> tuple[np.ndarray, str]:
+        """``split`` ("val"/"test") accuracy (fractions, NaN: none) at an epoch budget, and what it is.
+
+        From the runs (mean over repeats) for a record/HDF5 source, from our
+        validation table's single-run columns for the CSV source. Raises
+        MissingDataError naming what is missing when the source has no such
+        accuracy.
+        """
+        what = "validation" if split == "val" else "test"
+        if self.runs is not None:
+            if epochs not in self.runs.metrics:
+                raise MissingDataError(
+                    f"{self.source!r} holds runs of {', '.join(map(str, sorted(self.runs.metrics)))} epochs only; "
+                    f"{epochs}-epoch accuracies are in the official nasbench_full.tfrecord (pass it, or an .h5 "
+                    "converted from it, as the source)")
+            values = self.runs.metrics[epochs][f"final_{what}_accuracy"]
+            with np.errstate(invalid="ignore"), _quiet_nanmean():
+                mean = np.nanmean(values, axis=1)
+            counts = np.sum(~np.isnan(values), axis=1)
+            reps = (f"{int(counts.min())}" if counts.min() == counts.max()
+                    else f"{int(counts.min())}-{int(counts.max())}")
+            return mean, f"{epochs}-epoch {what} accuracy, mean of {reps} training run(s)"
+        if split == "val" and epochs in self.epoch_val:
+            return self.epoch_val[epochs], self.epoch_val_note.format(epochs=epochs)
+        if split == "val":
+            raise MissingDataError(f"{self.source!r}: no {epochs}-epoch validation accuracy without the validation "
+                                   f"table {VAL_CSV} beside it (or the official .tfrecord as the source)")
+        raise MissingDataError(f"our NAS-Bench-101 tables ({ALL_CSV}, {VAL_CSV}) hold test accuracy at 108 epochs "
+                               f"only; {epochs}-epoch test accuracies are in the official nasbench_full.tfrecord "
+                               "(pass it, or an .h5 converted from it, as the source)")
 
 
 # -- validation shared by the three sources -------------------------------------------------------------
@@ -352,6 +388,8 @@ def load_csv(path: str | Path, val_path: str | Path | None = None) -> Results:
     check_range(test, rows, "test_acc_mean", low=0, high=1, allow_nan=True)
     val = np.full(n, np.nan)
     val_note = "none stored (no validation table found)"
+    epoch_val: dict[int, np.ndarray] = {}
+    epoch_note = ""
     val_path = Path(val_path) if val_path is not None else path.with_name(VAL_CSV)
     if val_path.is_file():
         sub = pd.read_csv(val_path, dtype={"hash": str})
@@ -362,8 +400,20 @@ def load_csv(path: str | Path, val_path: str | Path | None = None) -> Results:
         val[idx] = sub["val_acc_108"].to_numpy(dtype=np.float64)
         val_note = (f"108-epoch validation accuracy of one training run (not a mean of the 3), "
                     f"stored for {len(idx):,} of {n:,} cells ({val_path.name})")
+        sub_rows = Rows(f"NAS-Bench-101 validation table {str(val_path)!r}", lambda k: f"line {k + 2}",
+                        lambda k: f"index {idx[k]}")
+        for epochs in (4, 12, 36):  # the other budgets' single-run validation accuracies, where the table has them
+            column = f"val_acc_{epochs}"
+            if column in sub.columns:
+                values = sub[column].to_numpy(dtype=np.float64)
+                check_range(values, sub_rows, column, low=0, high=1, allow_nan=True)
+                epoch_val[epochs] = np.full(n, np.nan)
+                epoch_val[epochs][idx] = values
+        epoch_note = (f"{{epochs}}-epoch validation accuracy of one training run (not a mean of the 3), "
+                      f"stored for {len(idx):,} of {n:,} cells ({val_path.name})")
     return Results(cells, params, test, val, str(path),
-                   test_note="108-epoch test accuracy, mean of the 3 training runs", val_note=val_note)
+                   test_note="108-epoch test accuracy, mean of the 3 training runs", val_note=val_note,
+                   epoch_val=epoch_val, epoch_val_note=epoch_note)
 
 
 # -- official records -----------------------------------------------------------------------------------

@@ -10,6 +10,14 @@ An architecture is a cell, given as ``{"matrix": [[0, 1, ...], ...], "ops":
 pair, an object with ``matrix``/``ops`` attributes, its official hash, or its
 index. Cells are pruned before lookup, so a cell with dangling vertices is
 found under its pruned form.
+
+Targets (``--target``; :data:`NB101Space.targets`): ``val`` and ``test`` (108
+epochs; the defaults), and ``val-4ep`` ... ``test-36ep`` at the 4, 12 and 36
+epoch budgets where the source has them: the official ``nasbench_full.tfrecord``
+(or its ``.h5``) has every one, as means over the runs;
+``nasbench_only108.tfrecord`` has none; our CSV tables have ``val-4ep``,
+``val-12ep`` and ``val-36ep`` (one run, the 20,001-cell validation subset)
+and no test accuracy but at 108 epochs.
 """
 
 from __future__ import annotations
@@ -25,8 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...errors import ArchError, DataError, UnknownNameError
-from ..base import SearchSpace, register_space
+from ...errors import ArchError, DataError, MissingDataError, UnknownNameError
+from ..base import SearchSpace, Target, register_space
 from .bench import Results, open_results
 from .graph_hash import cell_hash
 from .model import NB101Network, build_network
@@ -37,6 +45,11 @@ _HASH = re.compile(r"^[0-9a-f]{32}$")
 
 class ArchIndexError(UnknownNameError, IndexError):
     """An index outside the space (an IndexError too, so ``for arch in space`` ends)."""
+
+
+#: The targets at other epoch budgets than the opened one: name -> (split, epochs).
+EPOCH_TARGETS: dict[str, tuple[str, int]] = {f"{split}-{e}ep": (split, e) for split in ("val", "test")
+                                             for e in (4, 12, 36)}
 
 
 class NB101Space(SearchSpace):
@@ -52,16 +65,56 @@ class NB101Space(SearchSpace):
 
     name = "nb101"
     datasets = ("cifar10",)
-    splits = ("val", "test")
+    splits = ("val", "test", *EPOCH_TARGETS)
+    #: What ``--target`` chooses among (see the module docstring).
+    targets = (
+        Target("val", "validation accuracy after 108 epochs", "val", default=True),
+        Target("test", "test accuracy after 108 epochs", "test", default=True),
+        *(Target(name, f"{'validation' if split == 'val' else 'test'} accuracy after {e} epochs", split)
+          for name, (split, e) in EPOCH_TARGETS.items()),
+    )
     #: The (dataset, split) pairs :meth:`accuracy` answers (for some or all cells).
     accuracy_keys: tuple[tuple[str, str], ...] = (("cifar10", "val"), ("cifar10", "test"))
 
     def __init__(self, results: Results) -> None:
         self.results = results
         self._split_values = {"test": results.test_acc, "val": results.val_acc}
+        self._notes = {"test": results.test_note, "val": results.val_note}
 
     def __repr__(self) -> str:
         return f"NB101Space({len(self)} cells from {self.results.source!r})"
+
+    def _values(self, split: str) -> np.ndarray:
+        """The stored fractions of target ``split`` (NaN: none); MissingDataError if the source has none."""
+        if split not in self._split_values:
+            values, note = self.results.at_epochs(*EPOCH_TARGETS[split])
+            self._split_values[split], self._notes[split] = values, note
+        return self._split_values[split]
+
+    def target_unavailable(self, name: str) -> str | None:
+        """For an epoch-budget target: what the source lacks (e.g. 36-epoch runs, or test accuracies at 4 epochs)."""
+        if name not in EPOCH_TARGETS:
+            return None
+        try:
+            values = self._values(name)
+        except MissingDataError as exc:
+            return str(exc)
+        if np.isnan(values).all():
+            return f"{self.results.source!r} stores no {name!r} accuracy for any cell"
+        return None
+
+    def target_note(self, split: str, dataset: str) -> str:
+        """What the stored ``split`` accuracy is, from the source (e.g. one run's, for a 20,001-cell subset)."""
+        if split not in self._notes and split in EPOCH_TARGETS:
+            try:
+                self._values(split)
+            except MissingDataError:
+                return super().target_note(split, dataset)
+        note = self._notes.get(split)
+        if not note:
+            return super().target_note(split, dataset)
+        where = Path(self.results.source).name
+        return f"CIFAR-10 {note}" + ("" if ".csv" in note else f" ({where})")
 
     # -- architectures ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -149,17 +202,19 @@ class NB101Space(SearchSpace):
         return 10
 
     def accuracy(self, index: int, dataset: str = "cifar10", split: str = "test") -> float:
-        """Stored 108-epoch accuracy in percent (see the class docstring for what each split is).
+        """Stored accuracy in percent of target ``split`` (``val``/``test``: 108 epochs; ``val-12ep`` ...).
 
         Raises DataError for a cell that has no stored value for ``split``
-        (with our tables: ``"val"`` outside the 20,001-cell subset).
+        (with our tables: ``"val"`` outside the 20,001-cell subset), and
+        MissingDataError (naming what is missing) for an epoch budget the
+        source does not hold.
         """
         self.check_dataset(dataset)
         self.check_split(split)
         i = self._position(index)
-        value = float(self._split_values[split][i])
+        value = float(self._values(split)[i])
         if math.isnan(value):
-            note = self.results.val_note if split == "val" else self.results.test_note
+            note = self._notes[split]
             raise DataError(f"NAS-Bench-101 cell {i} has no stored {split!r} accuracy in "
                             f"{self.results.source!r}: {note}; space.indices_with('cifar10', {split!r}) lists "
                             "the cells that have one")
@@ -178,7 +233,7 @@ class NB101Space(SearchSpace):
         """
         self.check_dataset(dataset)
         self.check_split(split)
-        finite = ~np.isnan(self._split_values[split])
+        finite = ~np.isnan(self._values(split))
         if finite.all():
             return range(len(self))
         return np.flatnonzero(finite).tolist()

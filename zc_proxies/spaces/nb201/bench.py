@@ -18,6 +18,10 @@ imagenet16-120     val    trained on the train set, accuracy on x-valid (half of
 imagenet16-120     test   ... accuracy on x-test (the other half)
 =================  =====  ===========================================================
 
+The 12-epoch schedule (hp=12; the ``val-12ep`` / ``test-12ep`` targets) has
+the same pairs and evaluation sets, from ``nb201_hp12.csv.gz`` beside our table
+(optional; read on first use) or from the ``.pth`` file's 'less' results.
+
 There is deliberately no ``cifar10`` / ``val`` (that network is trained on
 the validation images, so the benchmark has no validation accuracy for it) and
 no ``cifar10-valid`` / ``test`` (our table holds that only from another API
@@ -66,6 +70,8 @@ from .model import parameter_count
 
 #: Where the table lives under the data root.
 TABLE_PATH = Path("nb201") / "nb201.csv.gz"
+#: The optional 12-epoch (hp=12) table, read from beside the main table when a 12-epoch target is asked for.
+HP12_NAME = "nb201_hp12.csv.gz"
 
 #: Dataset names, as accepted by the space (NAS-Bench-201's names, lower-cased).
 DATASETS: tuple[str, ...] = ("cifar10-valid", "cifar10", "cifar100", "imagenet16-120")
@@ -98,6 +104,9 @@ EVAL_SETS: dict[tuple[str, str], str] = {
     ("imagenet16-120", "test"): "x-test",
 }
 
+#: (dataset, split) -> column of the 12-epoch table (hp=12, final epoch, seed mean; same evaluation sets).
+HP12_COLUMNS: dict[tuple[str, str], str] = {key: f"{column}_hp12" for key, column in ACCURACY_COLUMNS.items()}
+
 _HEAD = {"cifar10-valid": "cifar10", "cifar10": "cifar10", "cifar100": "cifar100", "imagenet16-120": "imagenet16"}
 #: dataset -> params column (millions) and FLOPs column (millions).
 PARAM_COLUMNS: dict[str, str] = {d: f"params_mb_{h}" for d, h in _HEAD.items()}
@@ -127,11 +136,20 @@ class Results:
         The file the numbers came from.
     flops_counter
         Who counted the FLOPs: ``"naslib"`` (table) or ``"nb201-api"`` (``.pth``).
+    hp12
+        The 12-epoch accuracies (columns :data:`HP12_COLUMNS`, row i = index i)
+        when they were read with the results (the ``.pth`` file's 'less'
+        results), else None.
+    hp12_path
+        Else the 12-epoch table to read on first use (beside our table), or
+        None when there is none to be had (a ``.pth`` without 'less' results).
     """
 
     table: pd.DataFrame
     source: str
     flops_counter: str
+    hp12: pd.DataFrame | None = None
+    hp12_path: str | None = None
 
 
 def _rows(source: str, table: pd.DataFrame, lines: np.ndarray | None) -> Rows:
@@ -226,7 +244,60 @@ def read_table(path: str | Path) -> Results:
         raise DataError(f"NAS-Bench-201 table {str(path)!r}: column(s) {', '.join(bad)} are not numeric")
     checked, rows = _check_space(table[list(REQUIRED_COLUMNS)].copy(), path, from_csv=True)
     _spot_check_params(checked, rows)
-    return Results(checked, str(path), "naslib")
+    return Results(checked, str(path), "naslib", hp12_path=str(path.with_name(HP12_NAME)))
+
+
+def read_hp12(results: Results) -> pd.DataFrame:
+    """The 12-epoch accuracies of ``results`` (columns :data:`HP12_COLUMNS`, row i = index i), checked.
+
+    From the ``.pth`` file's 'less' results when it had them, else from
+    ``nb201_hp12.csv.gz`` beside our table (see nb201/PROVENANCE.md): one row
+    per arch with ``index``, ``arch`` and the six ``*_hp12`` columns, the
+    archs those of the main table at the same index, accuracies in [0, 100]
+    (NaN: not recorded).
+
+    Raises
+    ------
+    MissingDataError
+        Naming the file to put in place (or saying the ``.pth`` has no hp=12 results).
+    DataError
+        If the table is unreadable, lacks columns, or a row disagrees with the main table.
+    """
+    if results.hp12 is not None:
+        return results.hp12
+    if results.hp12_path is None:
+        raise MissingDataError(f"{results.source!r} holds no 'less' (hp=12, 12-epoch) results")
+    path = Path(results.hp12_path)
+    if not path.is_file():
+        raise MissingDataError(f"the 12-epoch (hp=12) accuracies are read from {str(path)!r}, which does not exist; "
+                               f"put {HP12_NAME} there (see nb201/PROVENANCE.md), or pass the official "
+                               "NAS-Bench-201-v1_0-e61699.pth as the source (its 'less' results)")
+    try:
+        table = pd.read_csv(path)
+    except Exception as exc:  # gzip.BadGzipFile, EOFError, zlib.error, ParserError, ...
+        raise DataError(f"cannot read the NAS-Bench-201 12-epoch table {str(path)!r} ({type(exc).__name__}: "
+                        f"{exc}); the file is truncated or corrupt, fetch it again") from exc
+    need = ["index", "arch", *HP12_COLUMNS.values()]
+    missing = [c for c in need if c not in table.columns]
+    if missing:
+        raise DataError(f"NAS-Bench-201 12-epoch table {str(path)!r} lacks the column(s) {', '.join(missing)}")
+    bad = [c for c in need if c != "arch" and not pd.api.types.is_numeric_dtype(table[c])]
+    if bad:
+        raise DataError(f"NAS-Bench-201 12-epoch table {str(path)!r}: column(s) {', '.join(bad)} are not numeric")
+    archs = results.table["arch"].to_numpy()
+    rows = Rows(f"NAS-Bench-201 12-epoch table {str(path)!r}", lambda i: f"line {i + 2}",
+                lambda i: f"index {table['index'].iloc[i]}")
+    if len(table) != len(archs) or not np.array_equal(table["index"].to_numpy(), np.arange(len(archs))):
+        raise DataError(f"{str(path)!r} must list the {len(archs):,} architectures once each, in index order "
+                        f"(it has {len(table):,} rows)")
+    wrong = np.flatnonzero(table["arch"].astype(str).to_numpy() != archs)
+    if wrong.size:
+        raise DataError(f"{rows.name(int(wrong[0]))}: arch {table['arch'].iloc[int(wrong[0])]!r} is not the arch "
+                        f"{results.source!r} gives that index ({wrong.size:,} row(s) disagree)")
+    out = table[list(HP12_COLUMNS.values())].astype(float).reset_index(drop=True)
+    for column in out.columns:
+        check_range(out[column].to_numpy(), rows, column, allow_nan=True)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -305,6 +376,8 @@ def results_from_dict(data: dict, source: str) -> Results:
 
     archs = list(data["meta_archs"])
     rows = {c: np.full(len(archs), np.nan) for c in REQUIRED_COLUMNS[2:]}
+    hp12 = {c: np.full(len(archs), np.nan) for c in HP12_COLUMNS.values()}
+    has_less = False
     infos = data["arch2infos"]
     try:
         evaluated = sorted({int(i) for i in data["evaluated_indexes"]})
@@ -325,8 +398,23 @@ def results_from_dict(data: dict, source: str) -> Results:
         for head, api_name in _COST_DATASETS.items():
             rows[f"params_mb_{head}"][index] = _cost(result, api_name, "params")
             rows[f"flops_m_{head}"][index] = _cost(result, api_name, "flops")
+        if isinstance(infos[index].get("less"), dict):  # the 12-epoch schedule (hp=12), for the *-12ep targets
+            try:
+                less = ArchResults.create_from_state_dict(infos[index]["less"])
+            except Exception as exc:
+                raise DataError(f"{source!r}: arch {index}'s 'less' (hp=12) results are not an ArchResults state "
+                                f"({type(exc).__name__}: {exc})") from exc
+            has_less = True
+            for key, column in HP12_COLUMNS.items():
+                hp12[column][index] = _accuracy(less, API_DATASETS[key[0]], EVAL_SETS[key])
     table = pd.DataFrame({"index": np.arange(len(archs)), "arch": archs, **rows})
-    return Results(_check_space(table, Path(source), from_csv=False)[0], source, "nb201-api")
+    checked, rows_named = _check_space(table, Path(source), from_csv=False)
+    less_table = None
+    if has_less:
+        less_table = pd.DataFrame(hp12)
+        for column in less_table.columns:
+            check_range(less_table[column].to_numpy(), rows_named, column, allow_nan=True)
+    return Results(checked, source, "nb201-api", hp12=less_table)
 
 
 def read_pth(path: str | Path, *, trust_pickle: bool = False) -> Results:

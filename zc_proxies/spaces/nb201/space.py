@@ -20,6 +20,13 @@ nb201-imagenet16    imagenet16-120        imagenet16-120, x-valid imagenet16-120
 (the network trained on 25k images, validated on the other 25k), which is what
 NAS-Bench-Suite-Zero reports as CIFAR-10 validation accuracy, and "test" against
 the cifar10 (50k-trained) ori-test accuracy, the headline number of NB201.
+
+Targets (``--target``; :data:`NB201Space.targets`): ``val`` and ``test`` (the
+200-epoch schedule, hp=200; the defaults) and ``val-12ep`` / ``test-12ep`` (the
+same evaluation sets after the 12-epoch schedule, hp=12, from
+``<data_root>/nb201/nb201_hp12.csv.gz`` when present, or the ``.pth`` file's
+'less' results). Each reads the dataset the alias gives its base split, so
+``nb201-cifar10 --target test-12ep`` is cifar10 ori-test after 12 epochs.
 """
 
 from __future__ import annotations
@@ -27,14 +34,15 @@ from __future__ import annotations
 import difflib
 import math
 import operator
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 
-from ...errors import ArchError, DataError, UnknownNameError
-from ..base import SearchSpace, register_space
+from ...errors import ArchError, DataError, MissingDataError, UnknownNameError
+from ..base import SearchSpace, Target, register_space
 from .arch import format_arch, parse_arch
 from .bench import (
     ACCURACY_COLUMNS,
@@ -42,16 +50,22 @@ from .bench import (
     DATASETS,
     EVAL_SETS,
     FLOP_COLUMNS,
+    HP12_COLUMNS,
     NUM_CLASSES,
     PARAM_COLUMNS,
     Results,
     open_results,
+    read_hp12,
 )
 from .model import NB201Network
 
 
 class ArchIndexError(UnknownNameError, IndexError):
     """An architecture index outside the space (an IndexError too, so ``for arch in space`` ends)."""
+
+
+#: The 12-epoch targets and the split (evaluation set) each reads.
+HP12_TARGETS = {"val-12ep": "val", "test-12ep": "test"}
 
 
 class NB201Space(SearchSpace):
@@ -65,7 +79,14 @@ class NB201Space(SearchSpace):
 
     name = "nb201"
     datasets = DATASETS
-    splits = ("val", "test")
+    splits = ("val", "test", *HP12_TARGETS)
+    #: What ``--target`` chooses among (see the module docstring).
+    targets = (
+        Target("val", "200-epoch validation accuracy", "val", default=True),
+        Target("test", "200-epoch test accuracy", "test", default=True),
+        Target("val-12ep", "12-epoch validation accuracy, nb201_hp12.csv.gz", "val"),
+        Target("test-12ep", "12-epoch test accuracy, nb201_hp12.csv.gz", "test"),
+    )
     #: The command line's dataset aliases (see the module docstring).
     aliases = {
         "cifar10": ("cifar10", {"val": "cifar10-valid", "test": "cifar10"}),
@@ -85,16 +106,40 @@ class NB201Space(SearchSpace):
         self._archs: list[str] = table["arch"].tolist()
         self._index = {arch: i for i, arch in enumerate(self._archs)}
         self._columns = {c: table[c].to_numpy(dtype=float) for c in table.columns if c not in ("index", "arch")}
+        self._hp12_loaded = False
 
     def __repr__(self) -> str:
         return f"NB201Space({len(self)} archs from {self.results.source!r})"
 
+    def _load_hp12(self) -> None:
+        """Read the 12-epoch accuracies on first use (MissingDataError / DataError name the file)."""
+        if not self._hp12_loaded:
+            hp12 = read_hp12(self.results)
+            self._columns.update({c: hp12[c].to_numpy(dtype=float) for c in HP12_COLUMNS.values()})
+            self._hp12_loaded = True
+
+    def target_unavailable(self, name: str) -> str | None:
+        """For ``val-12ep`` / ``test-12ep``: the missing 12-epoch table (or hp=12 results of the ``.pth``)."""
+        if name not in HP12_TARGETS:
+            return None
+        try:
+            self._load_hp12()
+        except MissingDataError as exc:
+            return str(exc)
+        return None
+
     def target_note(self, split: str, dataset: str) -> str:
-        """The official dataset and evaluation set behind a stored accuracy (e.g. cifar100 x-test)."""
-        if (dataset, split) not in EVAL_SETS:
+        """The official dataset and evaluation set behind a stored accuracy (e.g. cifar100 x-test), and its schedule."""
+        base = HP12_TARGETS.get(split, split)
+        if (dataset, base) not in EVAL_SETS:
             return super().target_note(split, dataset)
         trained = f" ({self.TRAINED_ON[dataset]})" if dataset in self.TRAINED_ON else ""
-        return f"{API_DATASETS[dataset]} {EVAL_SETS[(dataset, split)]} accuracy{trained}"
+        note = f"{API_DATASETS[dataset]} {EVAL_SETS[(dataset, base)]} accuracy{trained}"
+        if split in HP12_TARGETS:
+            where = (Path(self.results.hp12_path).name if self.results.hp12 is None and self.results.hp12_path
+                     else f"'less' results of {Path(self.results.source).name}")
+            return f"{note}, after the 12-epoch schedule (hp=12; final epoch, mean over seeds; {where})"
+        return f"{note}, after the 200-epoch schedule (hp=200; final epoch, mean over seeds)"
 
     # -- architectures ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -153,16 +198,12 @@ class NB201Space(SearchSpace):
             raise DataError(f"{self.results.source!r} holds no {what} for arch {i} ({self._archs[i]})")
         return float(value)
 
-    def accuracy(self, index: int, dataset: str, split: str) -> float:
-        """Stored accuracy in percent (hp=200, final epoch, mean over seeds).
-
-        Raises UnknownNameError for an unknown dataset or split, and for the
-        two pairs the benchmark does not hold at this version: ``cifar10`` /
-        ``val`` and ``cifar10-valid`` / ``test``.
-        """
+    def _column(self, dataset: str, split: str) -> str:
+        """The column holding ``split`` (a target name) on ``dataset``; UnknownNameError for a pair not held."""
         dataset = self._dataset(dataset)
         self.check_split(split)
-        column = ACCURACY_COLUMNS.get((dataset, split))
+        base = HP12_TARGETS.get(split, split)
+        column = ACCURACY_COLUMNS.get((dataset, base))
         if column is None:
             pairs = ", ".join(f"{d}/{s}" for d, s in self.accuracy_keys)
             why = ("the 'cifar10' network is trained on train+valid, so it has only a test accuracy; "
@@ -171,7 +212,28 @@ class NB201Space(SearchSpace):
                    "use 'cifar10'/'test'")
             raise UnknownNameError(f"space 'nb201' has no {split!r} accuracy for {dataset!r}: {why} "
                                    f"(available: {pairs})")
-        return self._value(column, index, f"{dataset} {split} accuracy")
+        if split in HP12_TARGETS:
+            self._load_hp12()
+            return HP12_COLUMNS[(dataset, base)]
+        return column
+
+    def accuracy(self, index: int, dataset: str, split: str) -> float:
+        """Stored accuracy in percent (final epoch, mean over seeds) of target ``split``.
+
+        ``val`` / ``test``: the 200-epoch schedule (hp=200); ``val-12ep`` /
+        ``test-12ep``: the 12-epoch schedule (hp=12). Raises UnknownNameError
+        for an unknown dataset or split, and for the two pairs the benchmark
+        does not hold at this version: ``cifar10`` / ``val`` and
+        ``cifar10-valid`` / ``test``; MissingDataError when the 12-epoch
+        accuracies are not to be had (naming the file).
+        """
+        return self._value(self._column(dataset, split), index, f"{dataset} {split} accuracy")
+
+    def indices_with(self, dataset: str, split: str) -> Sequence[int]:
+        """Indices of the archs with a stored ``split`` accuracy on ``dataset`` (all, with our tables)."""
+        values = self._columns[self._column(dataset, split)]
+        finite = ~np.isnan(values)
+        return range(len(self)) if finite.all() else np.flatnonzero(finite).tolist()
 
     def params(self, index: int, dataset: str = "cifar10") -> int:
         """Trainable parameters of arch ``index`` with ``dataset``'s classifier."""
