@@ -37,6 +37,7 @@ from typing import Any
 
 from .errors import ConfigError, DataError, RunError, UnknownNameError, ZCBenchError
 from .proxies import get_proxy
+from .proxies.population import with_population_scores
 from .report import (
     ReportContext,
     TableRow,
@@ -531,8 +532,9 @@ def write_leaderboard(out_dir: str | os.PathLike, board: Leaderboard, *, plot: b
             for run in board.runs:
                 name = f"{stem}-scatter-{slug(run.label)}"
                 rows = [r for r in run.experiment.rows() if int(r["seed"]) == run.seed]
+                rows, shown, _ = with_population_scores(rows, run.proxies, run.seed)
                 paths[name] = scatter_plot(out / f"{name}.png", rows, run.space, run.context, run.table,
-                                           run.proxies, title=run.label)
+                                           shown, title=run.label)
     except OSError as exc:
         raise RunError(f"cannot write the leaderboard under {str(out)!r} ({exc.strerror or exc})") from exc
     return paths

@@ -164,7 +164,7 @@ def scatter_panels(rows: Iterable[Mapping[str, Any]], space: SearchSpace, ctx: R
                    table: Sequence[TableRow], proxies: Sequence[str],
                    indices: Sequence[int] | None = None) -> list[Panel]:
     """One :class:`Panel` per (proxy, target) of ``ctx.targets``, proxies outermost."""
-    from .proxies import get_proxy
+    from .proxies.base import spec_of
 
     wanted = None if indices is None else {int(i) for i in indices}
     stats = {(r.proxy, r.split, r.target): r for r in table}
@@ -185,7 +185,7 @@ def scatter_panels(rows: Iterable[Mapping[str, Any]], space: SearchSpace, ctx: R
 
     panels = []
     for proxy in proxies:
-        higher = get_proxy(proxy).spec.higher_is_better
+        higher = spec_of(proxy).higher_is_better
         for split, dataset in ctx.targets:
             pts = np.array([(s, accuracy(i, dataset, split)) for i, s in sorted(scores[proxy])],
                            dtype=np.float64).reshape(-1, 2)

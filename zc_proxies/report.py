@@ -25,7 +25,8 @@ import numpy as np
 
 from .errors import DataError, RunError
 from .plots import scatter_plot
-from .proxies import get_proxy
+from .proxies.base import spec_of
+from .proxies.population import with_population_scores
 from .runs.atomic import atomic_write_text
 from .runs.store import ERROR, OK
 from .spaces import SearchSpace
@@ -67,6 +68,8 @@ class TableRow:
     nan_policy: str = "omit"
     indices: frozenset[int] = field(default=frozenset(), compare=False, repr=False)
     """The architectures correlated (``spearman.n`` of them)."""
+    population: bool = False
+    """Whether the scores are population-relative (a population proxy's aggregate, or one of its components)."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,7 @@ def summarise(rows: Iterable[Mapping[str, Any]], space: SearchSpace,
     percents for :attr:`TableRow.top_k` (``top10_overlap`` is always computed).
     """
     check_nan_policy(nan_policy)
+    rows, proxies, population = with_population_scores(rows, proxies, seed, indices)
     percents = tuple(float(k) for k in top_k)
     pairs = list(targets.items()) if isinstance(targets, Mapping) else [(str(a), str(b)) for a, b in targets]
     by_proxy: dict[str, dict[int, Mapping[str, Any]]] = {p: {} for p in proxies}
@@ -127,7 +131,7 @@ def summarise(rows: Iterable[Mapping[str, Any]], space: SearchSpace,
 
     table = []
     for proxy in proxies:
-        spec = get_proxy(proxy).spec
+        spec = spec_of(proxy)
         stored = by_proxy[proxy]
         chosen = sorted(stored) if wanted is None else wanted
         present = [stored[i] for i in chosen if i in stored]
@@ -162,6 +166,7 @@ def summarise(rows: Iterable[Mapping[str, Any]], space: SearchSpace,
                 regret=regret(scores, acc, **rank),
                 nan_policy=nan_policy,
                 indices=frozenset(index[kept].tolist()),
+                population=proxy.split("[", 1)[0] in population,
             ))
     return table
 
@@ -248,6 +253,11 @@ def footnotes(ctx: ReportContext, table: Sequence[TableRow]) -> list[str]:
         notes.append(f"STAND-IN DATA: {ctx.data_source} images stand in for {ctx.stand_in_for}; {ctx.source_note}.")
     for split, dataset in ctx.targets:
         notes.append(f"{split} = {ctx.target_notes.get(split) or f'{dataset} {split} accuracy'}.")
+    relative = sorted({r.proxy for r in table if r.population and "[" not in r.proxy})
+    if relative:
+        notes.append(f"Population-relative: {', '.join(relative)} rank(s) each architecture against the others "
+                     "correlated here (the proxy's declared aggregation of its stored components, computed at "
+                     "report time); proxy[component] rows are those components.")
     lower = sorted({r.proxy for r in table if not r.higher_is_better})
     notes.append("Sign: correlations use scores oriented so that higher = predicted better"
                  + (f"; lower-is-better proxies negated: {', '.join(lower)}." if lower else "."))
@@ -370,7 +380,8 @@ def make_report(out_dir: str | Path, stem: str, rows: Sequence[Mapping[str, Any]
         paths = write_reports(out_dir, table, ctx, stem=stem)
         if plot:
             name = stem.replace("correlations", "scatter", 1) if "correlations" in stem else f"{stem}-scatter"
-            paths["png"] = scatter_plot(Path(out_dir) / f"{name}.png", rows, space, ctx, table, proxies, indices)
+            scored, shown, _ = with_population_scores(rows, proxies, ctx.seed, indices)
+            paths["png"] = scatter_plot(Path(out_dir) / f"{name}.png", scored, space, ctx, table, shown, indices)
     except OSError as exc:
         raise RunError(f"cannot write the report under {str(out_dir)!r} ({exc.strerror or exc}); the scores are "
                        "stored: fix the cause and rerun to write it") from exc

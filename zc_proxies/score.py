@@ -112,18 +112,35 @@ class _WorkingCopy:
                 m._is_full_backward_hook = full
 
 
-def _call(proxy: Proxy, work: nn.Module, batch: Batch, seed: int, cache: dict) -> float:
+def _call(proxy: Proxy, work: nn.Module, batch: Batch, seed: int, cache: dict) -> float | dict[str, float]:
     ctx = ScoringContext(model=work, batch=batch, seed=seed, cache=cache, proxy=proxy.name)
     devices = [batch.device] if batch.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), batchnorm_guard(work, batch):
         torch.manual_seed(seed)
-        value = float(proxy.fn(ctx))
+        raw = proxy.fn(ctx)
+    if proxy.spec.population:
+        return _components(proxy, raw)
+    value = float(raw)
     if not math.isfinite(value):
         raise NonFiniteScoreError(
             f"proxy {proxy.name!r} gave {value} for this model and batch (NaN or infinite); "
             "check the model's initialisation and the inputs' scale"
         )
     return value
+
+
+def _components(proxy: Proxy, raw: object) -> dict[str, float]:
+    """A population proxy's ``{component: value}``, checked: exactly its components, all finite."""
+    names = [c.name for c in proxy.spec.components]
+    if not isinstance(raw, Mapping) or sorted(raw) != sorted(names):
+        got = sorted(raw) if isinstance(raw, Mapping) else type(raw).__name__
+        raise TypeError(f"population proxy {proxy.name!r} must return its components {names}, got {got}")
+    values = {name: float(raw[name]) for name in names}
+    bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+    if bad:
+        raise NonFiniteScoreError(f"proxy {proxy.name!r} gave a non-finite component for this model and batch: "
+                                  + ", ".join(f"{k} = {v}" for k, v in bad.items()))
+    return values
 
 
 def scoring_seed(seed: object) -> int:
@@ -147,12 +164,13 @@ class ProxyResult:
 
     ``value`` is NaN when the proxy failed; ``error`` then holds the exception
     (a :class:`~zc_proxies.errors.NonFiniteScoreError` for a NaN or infinite
-    score). ``seconds`` is the wall time of this proxy, including any shared pass
-    it was the first to need.
+    score). For a population proxy ``value`` is its ``{component: value}``
+    mapping (see :mod:`zc_proxies.proxies.population`). ``seconds`` is the wall
+    time of this proxy, including any shared pass it was the first to need.
     """
 
     name: str
-    value: float
+    value: float | dict[str, float]
     seconds: float
     error: BaseException | None = None
 
@@ -246,7 +264,10 @@ def score(
     -------
     float or dict
         The score (higher is better unless the proxy's spec says otherwise), or
-        ``{name: score}`` when several proxies were asked for.
+        ``{name: score}`` when several proxies were asked for. A population
+        proxy (AZ-NAS, TE-NAS...) gives its ``{component: value}`` mapping: its
+        final score exists only relative to a population
+        (:func:`zc_proxies.proxies.population.aggregate`).
 
     Raises
     ------

@@ -66,6 +66,9 @@ def run_export(args: argparse.Namespace) -> int:
     print(f"wrote {done.rows} scores of {done.archs} architectures ({', '.join(done.datasets)}) to {done.path}")
     for what in done.accuracy.values():
         print(f"val_accuracy: {what}")
+    if done.population:
+        print(f"not exported: {', '.join(done.population)} (population-relative scores; NASLib's layout holds one "
+              "score per architecture)")
     for (space, dataset), k in sorted(done.no_value.items()):
         print(f"no val_accuracy for {k} architectures of {space} {dataset} (no stored value for the target)")
     if done.no_accuracy:

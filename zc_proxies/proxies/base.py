@@ -14,7 +14,7 @@ that reads :attr:`ScoringContext.inputs` needs the inputs as one tensor.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -23,9 +23,17 @@ from torch import nn
 
 from .._registry import Registry
 from ..batch import Batch, LossFn, model_device
-from ..errors import BatchError, DuplicateNameError
+from ..errors import BatchError, DuplicateNameError, UnknownNameError
 
 BNMode = Literal["train", "eval"]
+
+
+@dataclass(frozen=True)
+class Component:
+    """One named quantity a population proxy stores per architecture, and which way is better."""
+
+    name: str
+    higher_is_better: bool = True
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,14 @@ class ProxySpec:
         Changes whenever the computed number would change; stored with every score.
     description
         One line for listings.
+    components
+        For a population proxy (AZ-NAS, TE-NAS...): the named quantities its
+        function returns per architecture (a ``{name: value}`` mapping), which
+        are stored; empty for an ordinary proxy, whose function returns one float.
+    aggregate
+        For a population proxy: the registered aggregation
+        (:mod:`zc_proxies.proxies.population`) that turns the component vectors
+        of a whole population into its final scores, at report time.
     """
 
     name: str
@@ -57,10 +73,23 @@ class ProxySpec:
     higher_is_better: bool = True
     version: str = "1"
     description: str = ""
+    components: tuple[Component, ...] = ()
+    aggregate: str | None = None
 
     def __post_init__(self) -> None:
         if self.bn_mode not in ("train", "eval"):
             raise ValueError(f"bn_mode must be 'train' or 'eval', got {self.bn_mode!r}")
+        if bool(self.components) != bool(self.aggregate):
+            raise ValueError(f"proxy {self.name!r}: a population proxy declares both its components and its "
+                             "aggregation; an ordinary one neither")
+        names = [c.name for c in self.components]
+        if len(set(names)) != len(names) or any(not n or "[" in n or "]" in n for n in names):
+            raise ValueError(f"proxy {self.name!r}: component names must be distinct, non-empty, without brackets")
+
+    @property
+    def population(self) -> bool:
+        """Whether the final score is relative to a population (aggregated from stored components)."""
+        return bool(self.aggregate)
 
 
 @dataclass(frozen=True)
@@ -153,12 +182,16 @@ def register_proxy(
     higher_is_better: bool = True,
     version: str = "1",
     description: str | None = None,
+    components: Sequence[Component | str] = (),
+    aggregate: str | None = None,
 ) -> Callable[[Callable[[ScoringContext], float]], Callable[[ScoringContext], float]]:
     """Decorator that registers a proxy function under ``name``.
 
     The function is returned unchanged (with the :class:`Proxy` attached as
     ``__zc_proxy__``), so it stays directly callable. A taken name raises
-    :class:`~zc_proxies.errors.DuplicateNameError`.
+    :class:`~zc_proxies.errors.DuplicateNameError`. A population proxy passes
+    ``components`` (names, or :class:`Component` for a lower-is-better one) and
+    the name of its ``aggregate``; its function returns ``{component: value}``.
     """
 
     def decorate(fn: Callable[[ScoringContext], float]) -> Callable[[ScoringContext], float]:
@@ -171,6 +204,8 @@ def register_proxy(
             higher_is_better=higher_is_better,
             version=version,
             description=description if description is not None else (doc[0] if doc else ""),
+            components=tuple(c if isinstance(c, Component) else Component(c) for c in components),
+            aggregate=aggregate,
         )
         proxy = Proxy(spec=spec, fn=fn)
         PROXIES.add(name, proxy)
@@ -199,6 +234,25 @@ def _adopt_entry_point(name: str, obj: object) -> None:
 def get_proxy(name: str) -> Proxy:
     """The proxy registered as ``name`` (third-party entry points are loaded on demand)."""
     return PROXIES.get(name, on_load=_adopt_entry_point)
+
+
+def spec_of(name: str) -> ProxySpec:
+    """The spec of a proxy, or of one component of a population proxy, named ``"proxy[component]"``.
+
+    A component reads as a proxy of its own in tables (its sign is the
+    component's), so reports can show the components beside the aggregate.
+    """
+    if name.endswith("]") and "[" in name:
+        parent, component = name[:-1].split("[", 1)
+        spec = get_proxy(parent).spec
+        found = [c for c in spec.components if c.name == component]
+        if not found:
+            raise UnknownNameError(f"proxy {parent!r} has no component {component!r} "
+                                   f"(has: {', '.join(c.name for c in spec.components) or 'none'})")
+        return ProxySpec(name=name, needs_labels=spec.needs_labels, needs_grad=spec.needs_grad,
+                         bn_mode=spec.bn_mode, higher_is_better=found[0].higher_is_better, version=spec.version,
+                         description=f"the {component} component of {parent}")
+    return get_proxy(name).spec
 
 
 def list_proxies(pattern: str = "*") -> list[str]:

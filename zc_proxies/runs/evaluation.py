@@ -231,10 +231,14 @@ def score_arch(state: WorkerState, item: tuple[int, tuple[str, ...]]) -> list[di
     rows = []
     for name in names:
         res = results[name]
+        message = None if res.error is None else error_message(res.error)
+        if isinstance(res.value, Mapping):  # a population proxy: its components; the score comes at report time
+            rows.append({**row(name, res.status, None, res.seconds, message, len(names)),
+                         "components": dict(res.value)})
+            continue
         status, value = res.status, float(res.value)
         if status == OK and not math.isfinite(value):
             status = NAN
-        message = None if res.error is None else error_message(res.error)
         if status == NAN and message is None:
             message = f"proxy {name!r} gave {value}"
         rows.append(row(name, status, value if status == OK else None, res.seconds, message, len(names)))

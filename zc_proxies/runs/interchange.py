@@ -198,6 +198,8 @@ class Exported:
     no_accuracy: list[tuple[str, str]]
     accuracy: dict[str, str] = field(default_factory=dict)
     no_value: dict[tuple[str, str], int] = field(default_factory=dict)
+    population: list[str] = field(default_factory=list)
+    """Population proxies left out: NASLib's layout holds one score per architecture, theirs exist per population."""
 
 
 def export_naslib(stores: Sequence[str | os.PathLike], out: str | os.PathLike, *, seed: int | None = None,
@@ -222,6 +224,8 @@ def export_naslib(stores: Sequence[str | os.PathLike], out: str | os.PathLike, *
     rows = [r for f in files for r in f.rows]
     if proxies:
         rows = [r for r in rows if r["proxy"] in set(proxies)]
+    population = sorted({r["proxy"] for r in rows if "components" in r})
+    rows = [r for r in rows if "components" not in r]
     seeds = sorted({int(r["seed"]) for r in rows})
     if seed is not None:
         rows = [r for r in rows if int(r["seed"]) == seed]
@@ -257,4 +261,4 @@ def export_naslib(stores: Sequence[str | os.PathLike], out: str | os.PathLike, *
     return Exported(target, len(rows), sum(len(v) for v in body.values()), sorted(body),
                     sorted(acc.missing) if acc is not None else [],
                     {f"{k[0]} {k[1]}": v for k, v in acc.used.items()} if acc is not None else {},
-                    {k: len(v) for k, v in acc.no_value.items()} if acc is not None else {})
+                    {k: len(v) for k, v in acc.no_value.items()} if acc is not None else {}, population)
