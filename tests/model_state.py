@@ -28,3 +28,29 @@ def assert_same(before: dict, after: dict) -> None:
             assert torch.equal(g, after["grads"][k]), k
     for key in ("modes", "requires_grad", "hooks", "dtype"):
         assert before[key] == after[key], key
+
+
+def with_caller_state(net: nn.Module) -> nn.Module:
+    """``net`` in float32 eval mode, with a stale ``.grad``, a frozen layer and a hook: what a caller may leave.
+
+    The net needs ``conv2``, ``fc`` and ``bn2`` modules (the tests' tiny networks have them).
+    """
+    net = net.float().eval()
+    net.conv2.weight.grad = torch.ones_like(net.conv2.weight)
+    net.fc.weight.requires_grad_(False)
+    net.bn2.register_forward_hook(lambda *a: None)
+    return net
+
+
+def score_untouched_twice(net: nn.Module, batch, name: str, seed: int = 5) -> float:
+    """Score ``name`` twice with ``seed``: the caller's model untouched, a finite float, the same both times."""
+    import math
+
+    from zc_proxies import score
+
+    before = snapshot(net)
+    first = score(net, batch, name, seed=seed)
+    assert_same(before, snapshot(net))
+    assert isinstance(first, float) and math.isfinite(first)
+    assert score(net, batch, name, seed=seed) == first
+    return first

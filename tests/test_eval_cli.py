@@ -177,6 +177,10 @@ def test_all_proxies_on_a_user_registered_space(tmp_path, data_root, capsys):
     assert all(r["status"] == "error" and "cannot be built" in r["message"] for r in rows if r["index"] == 7)
     assert any(r["status"] == "nan" for r in rows if r["index"] == 4)
     table = read_csv(out / "correlations.csv")
-    assert {r["proxy"] for r in table} == set(names) and len(table) == 2 * len(names)
+    from zc_proxies.proxies import get_proxy
+    from zc_proxies.proxies.population import component_names
+
+    shown = set(names) | {c for n in names for c in component_names(get_proxy(n).spec)}  # components too
+    assert {r["proxy"] for r in table} == shown and len(table) == 2 * len(shown)
     for r in table:
         assert int(r["n"]) + int(r["n_nan"]) + int(r["n_error"]) == 4 and int(r["n_error"]) >= 1

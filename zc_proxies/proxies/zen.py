@@ -32,8 +32,12 @@ from .base import ScoringContext, register_proxy
 MIXUP_GAMMA = 1e-2
 
 
-def gaussian_reinit(net: nn.Module, gen: torch.Generator) -> None:
-    """Zen-NAS's re-initialisation (in place), drawing from ``gen`` in module order."""
+def gaussian_reinit(net: nn.Module, gen: torch.Generator, *, reset_running_stats: bool = True) -> None:
+    """Zen-NAS's re-initialisation (in place), drawing from ``gen`` in module order.
+
+    Conv2d/Linear weights ~ N(0, 1) and biases 0; BatchNorm2d/GroupNorm weights 1 and biases 0; BatchNorm
+    running statistics reset unless ``reset_running_stats`` is False (SWAP's variant of the same scheme).
+    """
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -41,7 +45,7 @@ def gaussian_reinit(net: nn.Module, gen: torch.Generator) -> None:
                 if m.bias is not None:
                     m.bias.zero_()
             elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                if isinstance(m, nn.BatchNorm2d) and m.track_running_stats:
+                if reset_running_stats and isinstance(m, nn.BatchNorm2d) and m.track_running_stats:
                     m.reset_running_stats()
                 if m.weight is not None:
                     m.weight.fill_(1.0)
