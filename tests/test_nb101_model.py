@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 from zc_proxies import BlockProbe, score
 from zc_proxies.spaces.nb101.model import NB101Network, build_network, cell_layers, parameter_count, vertex_channels
@@ -190,3 +191,16 @@ def test_parameter_parity_every_arch_built_on_meta(table):
             bad += [int(r) for r, count in results if count != table.params.values[r]]
     print(f"built {n} networks on meta in {time.perf_counter() - start:.0f} s")
     assert not bad, f"{len(bad)} parameter mismatches, e.g. index {bad[:5]}"
+
+
+def test_the_pooled_features_are_a_module_zen_can_read(data_root):
+    """Global pooling is an nn.AdaptiveAvgPool2d, so proxies that read the features before it (zen) work."""
+    from zc_proxies import get_space
+
+    space = get_space("nb101", data_root)
+    torch.manual_seed(0)
+    net = space.build(space[5])
+    assert isinstance(net.pool, nn.AdaptiveAvgPool2d)
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.allclose(net(x), net.classifier(net.layers(x).mean(dim=(2, 3))), atol=1e-6)
+    assert score(net, x, "zen", seed=1) > 0

@@ -6,7 +6,8 @@ import math
 
 import pytest
 import torch
-from test_proxies_formulas import assert_same, make_batch, make_net, snapshot
+from model_state import assert_same, snapshot
+from test_proxies_formulas import make_batch, make_net
 from torch import nn
 
 from zc_proxies import get_proxy, list_proxies, register_proxy, score
