@@ -30,20 +30,26 @@ def assert_same(before: dict, after: dict) -> None:
         assert before[key] == after[key], key
 
 
-def with_caller_state(net: nn.Module) -> nn.Module:
-    """``net`` in float32 eval mode, with a stale ``.grad``, a frozen layer and a hook: what a caller may leave.
+def with_caller_state(net: nn.Module, *, train: bool = False) -> nn.Module:
+    """``net`` in float32 eval (or train) mode, with a stale ``.grad``, a frozen layer and a hook: what a caller may leave.
 
-    The net needs ``conv2``, ``fc`` and ``bn2`` modules (the tests' tiny networks have them).
+    The stale gradient goes on the last Conv2d, the frozen layer is the last Linear, the hook sits on
+    the first normalisation layer (or the first module when there is none).
     """
-    net = net.float().eval()
-    net.conv2.weight.grad = torch.ones_like(net.conv2.weight)
-    net.fc.weight.requires_grad_(False)
-    net.bn2.register_forward_hook(lambda *a: None)
+    net = net.float().train(train)
+    conv = [m for m in net.modules() if isinstance(m, nn.Conv2d)][-1]
+    conv.weight.grad = torch.ones_like(conv.weight)
+    [m for m in net.modules() if isinstance(m, nn.Linear)][-1].weight.requires_grad_(False)
+    norms = [m for m in net.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))]
+    (norms[0] if norms else next(iter(net.children()))).register_forward_hook(lambda *a: None)
     return net
 
 
-def score_untouched_twice(net: nn.Module, batch, name: str, seed: int = 5) -> float:
-    """Score ``name`` twice with ``seed``: the caller's model untouched, a finite float, the same both times."""
+def score_untouched_twice(net: nn.Module, batch, name: str, seed: int = 5):
+    """Score ``name`` twice with ``seed``: the caller's model untouched, finite, the same both times.
+
+    Returns the float score, or the dict of components of a population proxy.
+    """
     import math
 
     from zc_proxies import score
@@ -51,6 +57,7 @@ def score_untouched_twice(net: nn.Module, batch, name: str, seed: int = 5) -> fl
     before = snapshot(net)
     first = score(net, batch, name, seed=seed)
     assert_same(before, snapshot(net))
-    assert isinstance(first, float) and math.isfinite(first)
+    values = list(first.values()) if isinstance(first, dict) else [first]
+    assert all(isinstance(v, float) and math.isfinite(v) for v in values)
     assert score(net, batch, name, seed=seed) == first
     return first

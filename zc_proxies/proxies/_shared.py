@@ -49,7 +49,7 @@ norms accumulated in float64), so no (N, parameters) tensor is ever held.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -450,3 +450,25 @@ def layer_sum(values: Iterable[torch.Tensor]) -> float:
     for v in values:
         total = total + v.double().sum().cpu()
     return float(total)
+
+
+def on_relu_maps(net: nn.Module, x: torch.Tensor, hook: Callable[[torch.Tensor], None]) -> int:
+    """Run ``net`` on ``x`` without gradients, calling ``hook`` on the output of every nn.ReLU whose
+    input is a 4-D map; return how many such outputs there were (0: the net has no observable ReLU,
+    e.g. it calls F.relu)."""
+    calls = 0
+
+    def on_output(_m: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal calls
+        if isinstance(inputs, tuple) and inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].dim() == 4:
+            calls += 1
+            hook(output.detach())
+
+    handles = [m.register_forward_hook(on_output) for m in net.modules() if isinstance(m, nn.ReLU)]
+    try:
+        with torch.no_grad():
+            net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return calls

@@ -81,6 +81,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ModelError
+from ._shared import on_relu_maps
 from .base import ScoringContext, register_proxy
 from .zen import gaussian_reinit
 
@@ -107,25 +108,16 @@ def pattern_count(net: nn.Module, x: torch.Tensor) -> float:
     codes: list[torch.Tensor] = []
     nan = False
 
-    def hook(_module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+    def hook(output: torch.Tensor) -> None:
         nonlocal nan
-        if not (isinstance(inputs, tuple) and inputs and isinstance(inputs[0], torch.Tensor)
-                and inputs[0].dim() == 4):
-            return
-        a = output.detach().reshape(n, -1)
+        a = output.reshape(n, -1)
         if bool(torch.isnan(a).any()):
             nan = True
         # column d's pattern sign(a[:, d]) in {0, 1}^n, as the integer sum_i [a[i, d] > 0] 2**i
         code = ((a > 0).to(torch.int64) * weights).sum(dim=0)
         codes.append(torch.unique(code))
 
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.ReLU)]
-    try:
-        with torch.no_grad():
-            net(x)
-    finally:
-        for h in handles:
-            h.remove()
+    on_relu_maps(net, x, hook)
     if not codes:
         raise ModelError(f"swap reads the outputs of nn.ReLU modules with 4-D inputs, but none ran in "
                          f"{type(net).__name__} (functional F.relu calls cannot be observed)")

@@ -91,7 +91,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError, NonFiniteScoreError
-from ._shared import model_output
+from ._shared import model_output, on_relu_maps
 from .base import Component, ScoringContext, register_proxy
 
 #: TENAS's NAS-Bench-201 NTK batch size (prune_launch.py).
@@ -150,17 +150,7 @@ def relu_codes(net: nn.Module, x: torch.Tensor, proxy: str = "te_nas") -> torch.
     """(N, units) 0/1 codes of the outputs of every nn.ReLU with a 4-D input, from a no-grad forward pass."""
     codes: list[torch.Tensor] = []
 
-    def hook(_m: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        if isinstance(inputs, tuple) and inputs and inputs[0].dim() == 4:
-            codes.append((output.detach() > 0).reshape(output.shape[0], -1))
-
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.ReLU)]
-    try:
-        with torch.no_grad():
-            net(x)
-    finally:
-        for h in handles:
-            h.remove()
+    on_relu_maps(net, x, lambda output: codes.append((output > 0).reshape(output.shape[0], -1)))
     if not codes:
         raise ModelError(f"{proxy} counts linear regions from the activation pattern of nn.ReLU modules on "
                          f"(N, C, H, W) maps, but {type(net).__name__} called none")
