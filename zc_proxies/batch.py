@@ -288,16 +288,27 @@ def batchnorm_guard(model: nn.Module, batch: Batch) -> Iterator[None]:
     if batch.num_samples != 1:
         yield
         return
+    with single_value_guard(model, lambda layer, kind, shape: BatchError(
+            f"the batch holds 1 sample, but train-mode BatchNorm needs at least 2 samples per batch: {layer!r} "
+            f"({kind}) would see one value per channel (input shape {shape})")):
+        yield
+
+
+@contextmanager
+def single_value_guard(model: nn.Module, make_error: Callable[[str, str, tuple], Exception]) -> Iterator[None]:
+    """While active, raise ``make_error(layer name, layer type, input shape)`` where a BatchNorm of ``model`` that
+    uses batch statistics would see one value per channel.
+
+    Torch refuses that deep in the forward pass ("Expected more than 1 value per channel when training") without
+    saying which layer, or which caller's split of the batch, caused it.
+    """
     names = {module: name for name, module in model.named_modules() if isinstance(module, _BatchNorm)}
 
     def guard(module: _BatchNorm, args: tuple) -> None:
         x = args[0] if args else None
         if (isinstance(x, torch.Tensor) and x.dim() >= 2 and _uses_batch_statistics(module)
                 and x.shape[0] * math.prod(x.shape[2:]) == 1):
-            name = names.get(module, "a layer")
-            raise BatchError(f"the batch holds 1 sample, but train-mode BatchNorm needs at least 2 samples per "
-                             f"batch: {name!r} ({type(module).__name__}) would see one value per channel "
-                             f"(input shape {tuple(x.shape)})")
+            raise make_error(names.get(module, "a layer"), type(module).__name__, tuple(x.shape))
 
     handles = [module.register_forward_pre_hook(guard) for module in names]
     try:

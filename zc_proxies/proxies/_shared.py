@@ -48,16 +48,15 @@ norms accumulated in float64), so no (N, parameters) tensor is ever held.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..batch import scalar_loss
+from ..batch import single_value_guard as batch_single_value_guard
 from ..errors import BatchError, ModelError, ZCBenchError
 from .base import ScoringContext
 
@@ -328,24 +327,12 @@ def sample_pass(ctx: ScoringContext, *artifacts: str) -> SamplePass:
 def single_value_guard(model: nn.Module, error: type[Exception], why: str) -> Iterator[None]:
     """Raise ``error`` (with ``why``) where a batch-statistics BatchNorm of ``model`` would see one value per channel.
 
-    Torch's own message ("Expected more than 1 value per channel when training") comes from deep inside the
-    forward pass and does not say which proxy split the batch; this names the proxy, the layer and the shape.
+    The batch layer's guard, with a message that names the proxy that split the batch.
     """
-    names = {m: name for name, m in model.named_modules() if isinstance(m, _BatchNorm)}
-
-    def guard(module: _BatchNorm, args: tuple) -> None:
-        x = args[0] if args else None
-        batch_stats = module.training or (module.running_mean is None and module.running_var is None)
-        if isinstance(x, torch.Tensor) and x.dim() >= 2 and batch_stats and x.shape[0] * math.prod(x.shape[2:]) == 1:
-            raise error(f"{why}, but train-mode BatchNorm {names.get(module, 'a layer')!r} ({type(module).__name__}) "
-                        f"would see one value per channel (input shape {tuple(x.shape)})")
-
-    handles = [m.register_forward_pre_hook(guard) for m in names]
-    try:
+    with batch_single_value_guard(model, lambda layer, kind, shape: error(
+            f"{why}, but train-mode BatchNorm {layer!r} ({kind}) would see one value per channel "
+            f"(input shape {shape})")):
         yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def class_targets(ctx: ScoringContext, num_outputs: int, proxy: str) -> torch.Tensor:
