@@ -1,7 +1,7 @@
 """Scoring every proxy in one call vs one call per proxy, on NAS-Bench-201 networks.
 
 ``score(model, batch, [p1, p2, ...])`` shares one working copy per BatchNorm
-mode and one forward pass for grad_norm, snip, plain, grasp, jacob_cov,
+mode and one forward pass for fisher, grad_norm, snip, plain, grasp, jacob_cov,
 epe_nas and naswot. This script measures what that saves: for a seeded sample
 of NB201 architectures (batch of real CIFAR-10 train images), the time of one
 joint call against the sum of the single-proxy calls, alternating which goes

@@ -15,7 +15,7 @@ from zc_proxies.errors import NonFiniteScoreError
 from zc_proxies.proxies.base import PROXIES
 from zc_proxies.score import score_detailed
 
-SHARING = ["grad_norm", "snip", "plain", "grasp", "jacob_cov", "epe_nas", "naswot"]
+SHARING = ["fisher", "grad_norm", "snip", "plain", "grasp", "jacob_cov", "epe_nas", "naswot"]
 
 
 
@@ -71,7 +71,7 @@ def test_sharing_proxies_cost_one_forward_pass_together():
     net = counting_net()
     alone = sum(forwards(net, [name]) for name in SHARING)
     assert alone == len(SHARING)  # each alone: one forward pass
-    assert forwards(net, SHARING) == 1  # together: one pass serves all seven
+    assert forwards(net, SHARING) == 1  # together: one pass serves all eight
 
 
 def test_every_proxy_together_costs_fewer_passes_than_alone():

@@ -36,6 +36,54 @@ def channel_dim(module: nn.Module) -> int:
     return -1 if isinstance(module, nn.Linear) else 1
 
 
+class SaliencyProbes:
+    """Per-sample, per-channel scales of value 1 on the outputs of ``modules``, while the context is open.
+
+    Every call of a probed module multiplies its output by a fresh ones tensor
+    ``s`` of shape (N, C, 1, ...) that requires grad; the gradient of a loss
+    with respect to ``s`` is the saliency ``g``. Multiplying by one changes no
+    value of the forward pass and no gradient of anything else, so the probes
+    can ride along any backward pass (the shared pass of several proxies asks
+    for these gradients beside the weights' in one ``autograd.grad``).
+    """
+
+    def __init__(self, modules: Iterable[nn.Module]) -> None:
+        self.modules = list(modules)
+        self.scales: list[torch.Tensor] = []
+        self.owners: list[nn.Module] = []
+        self._handles: list = []
+
+    def _hook(self, module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        if not isinstance(output, torch.Tensor) or output.dim() < 2:
+            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+            raise ModelError(f"cannot probe {type(module).__name__}: its output ({shape}) is not a batch of "
+                             "channels (N, C, ...)")
+        dim = channel_dim(module) % output.dim()
+        shape = [1] * output.dim()
+        shape[0], shape[dim] = output.shape[0], output.shape[dim]
+        scale = torch.ones(shape, dtype=output.dtype, device=output.device, requires_grad=True)
+        self.scales.append(scale)
+        self.owners.append(module)
+        return output * scale
+
+    def __enter__(self) -> SaliencyProbes:
+        self._handles = [m.register_forward_hook(self._hook) for m in self.modules]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def saliencies(self, grads: Iterable[torch.Tensor | None]) -> list[tuple[nn.Module, torch.Tensor]]:
+        """``(module, g)`` per probed call from the gradients of :attr:`scales` (None: did not reach the loss)."""
+        out = []
+        for module, scale, grad in zip(self.owners, self.scales, grads):
+            g = torch.zeros_like(scale) if grad is None else grad.detach()
+            out.append((module, g.reshape(scale.shape[0], -1)))
+        return out
+
+
 def channel_saliencies(
     model: nn.Module,
     modules: Iterable[nn.Module],
@@ -49,37 +97,12 @@ def channel_saliencies(
     in one forward pass gives two entries. Probes whose output does not reach the
     loss give zeros.
     """
-    probes = list(modules)
-    scales: list[torch.Tensor] = []
-    owners: list[nn.Module] = []
-
-    def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-        if not isinstance(output, torch.Tensor) or output.dim() < 2:
-            shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-            raise ModelError(f"cannot probe {type(module).__name__}: its output ({shape}) is not a batch of "
-                             "channels (N, C, ...)")
-        dim = channel_dim(module) % output.dim()
-        shape = [1] * output.dim()
-        shape[0], shape[dim] = output.shape[0], output.shape[dim]
-        scale = torch.ones(shape, dtype=output.dtype, device=output.device, requires_grad=True)
-        scales.append(scale)
-        owners.append(module)
-        return output * scale
-
-    handles = [m.register_forward_hook(hook) for m in probes]
-    try:
+    with SaliencyProbes(modules) as probes:
         loss = forward_loss()
-    finally:
-        for handle in handles:
-            handle.remove()
-    if not scales:
+    if not probes.scales:
         return []
     if loss.requires_grad:
-        grads = torch.autograd.grad(loss, scales, allow_unused=True)
+        grads = torch.autograd.grad(loss, probes.scales, allow_unused=True)
     else:  # no probe reaches the loss
-        grads = (None,) * len(scales)
-    out = []
-    for module, scale, grad in zip(owners, scales, grads):
-        g = torch.zeros_like(scale) if grad is None else grad
-        out.append((module, g.reshape(scale.shape[0], -1)))
-    return out
+        grads = (None,) * len(probes.scales)
+    return probes.saliencies(grads)

@@ -3,7 +3,7 @@
 Several proxies in one call share work. Proxies that run BatchNorm in the same
 mode share one private working copy of the caller's model and one cache
 (``ScoringContext.cache``), through which the shared passes of
-:mod:`zc_proxies.proxies._shared` are computed once (grad_norm, snip, plain, grasp,
+:mod:`zc_proxies.proxies._shared` are computed once (fisher, grad_norm, snip, plain, grasp,
 jacob_cov, epe_nas and naswot from a single forward pass). Between two proxies the
 working copy is put back exactly as it was copied: parameter and buffer values
 (BatchNorm running statistics included), ``.grad``, ``requires_grad``, train/eval

@@ -11,13 +11,16 @@ artifact               what it is                                   used by
 ``input_jacobian``     d(sum of all outputs)/d(inputs), (N, D)       jacob_cov, epe_nas
 ``relu_kernel``        NASWOT's kernel of ReLU activation codes      naswot
 ``param_grads``        dL/dtheta for every parameter of the model    nasi
+``conv_saliencies``    per Conv2d/Linear call, the channel           fisher
+                       saliencies g[n, c] (:mod:`zc_proxies.probes`)
 =====================  ===========================================  =====================
 
 :func:`train_pass` computes the artifacts a proxy asks for *and* those that the
 other proxies of the same :func:`~zc_proxies.score` call have declared (with
 :func:`declare`), all from one forward pass on the shared working copy: the loss
 is differentiated for the weight gradients (with ``create_graph`` when grasp needs
-the Hessian-gradient product), and the sum of the outputs for the input jacobian;
+the Hessian-gradient product, and for Fisher's channel saliencies beside the weight
+gradients in the same backward pass), and the sum of the outputs for the input jacobian;
 ReLU codes are read by pre-forward hooks during the same pass. Every artifact
 equals what its proxy would compute alone, because train-mode BatchNorm makes the
 forward pass independent of the running statistics, and asking for the gradient
@@ -55,9 +58,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..batch import scalar_loss
+from ..batch import Batch, scalar_loss
 from ..batch import single_value_guard as batch_single_value_guard
 from ..errors import BatchError, ModelError, ZCBenchError
+from ..probes import SaliencyProbes
 from .base import ScoringContext
 
 # Key under which score() lists the names of the proxies scored together on one working copy.
@@ -65,7 +69,8 @@ TOGETHER = "_zc_proxies_together"
 _PASS = "_zc_train_pass"
 _SAMPLE_PASS = "_zc_sample_pass"
 
-BATCH_ARTIFACTS = ("weight_grads", "hessian_grad", "input_jacobian", "relu_kernel", "param_grads")
+BATCH_ARTIFACTS = ("weight_grads", "hessian_grad", "input_jacobian", "relu_kernel", "param_grads",
+                   "conv_saliencies")
 SAMPLE_ARTIFACTS = ("sample_grad_signs", "sample_logit_norms")
 ARTIFACTS = BATCH_ARTIFACTS + SAMPLE_ARTIFACTS
 WEIGHT_LAYERS = (nn.Conv2d, nn.Linear)
@@ -133,6 +138,7 @@ class TrainPass:
     input_jacobian: torch.Tensor | None = None
     relu_kernel: torch.Tensor | None = None
     param_grads: list[torch.Tensor] | None = None  # one per all_parameters(model), zeros where unused
+    conv_saliencies: list[tuple[nn.Module, torch.Tensor]] | None = None  # (layer, g (N, C)) per layer call
     relu_calls: int = 0
     num_outputs: int = 0  # size of the outputs' last axis (the number of classes for a classifier)
 
@@ -144,6 +150,17 @@ class TrainPass:
         self.artifacts |= other.artifacts
         self.num_outputs = other.num_outputs
         return self
+
+
+def plain_batch(ctx: ScoringContext) -> bool:
+    """Whether the batch runs the model as ``model(inputs)`` on one tensor with the standard loss call.
+
+    Only such a batch can go through :func:`train_pass`, which calls the model itself; other kinds
+    (a detector's batch) are scored by proxies that run :meth:`ScoringContext.forward_loss` alone.
+    """
+    kind = type(ctx.batch)
+    return (kind.forward is Batch.forward and kind.forward_loss is Batch.forward_loss
+            and kind.loss_of is Batch.loss_of and isinstance(ctx.batch.inputs, torch.Tensor))
 
 
 def companions(ctx: ScoringContext) -> set[str]:
@@ -180,7 +197,8 @@ def _kernel_dtype(device: torch.device) -> torch.dtype:
     return torch.float64 if device.type == "cuda" else torch.float32
 
 
-_LOSS_ARTIFACTS = frozenset({"weight_grads", "hessian_grad", "param_grads"})
+_LOSS_ARTIFACTS = frozenset({"weight_grads", "hessian_grad", "param_grads", "conv_saliencies"})
+_WEIGHT_ARTIFACTS = frozenset({"weight_grads", "hessian_grad", "param_grads"})
 
 
 def _run(ctx: ScoringContext, todo: set[str], requested: set[str]) -> TrainPass:
@@ -191,12 +209,13 @@ def _run(ctx: ScoringContext, todo: set[str], requested: set[str]) -> TrainPass:
     # refuses the model when it runs, and the proxy asking now must not fail (nor differ) for it.
     cannot = set()
     if not layers:
-        cannot |= {"weight_grads", "hessian_grad"}
+        cannot |= {"weight_grads", "hessian_grad", "conv_saliencies"}
     if not any(isinstance(m, RELU_LIKE) for m in model.modules()):
         cannot.add("relu_kernel")
     todo = todo - (cannot - requested)
     result = TrainPass(layers=layers, artifacts=set(todo))
     need_loss = bool(todo & _LOSS_ARTIFACTS)
+    need_weights = bool(todo & _WEIGHT_ARTIFACTS)
     need_params = "param_grads" in todo
     # every other parameter, after the weights: one backward gives both (the weights' gradients are the same
     # numbers whether or not more inputs are asked for)
@@ -204,7 +223,7 @@ def _run(ctx: ScoringContext, todo: set[str], requested: set[str]) -> TrainPass:
     others = [p for p in all_parameters(model) if id(p) not in weight_ids] if need_params else []
     need_jac = "input_jacobian" in todo
     need_kernel = "relu_kernel" in todo
-    if todo & {"weight_grads", "hessian_grad"} and not layers:
+    if todo & {"weight_grads", "hessian_grad", "conv_saliencies"} and not layers:
         # (the proxies that read weight gradients refuse such a model first, with require_weight_layers)
         raise ModelError(f"{type(model).__name__} has no nn.Conv2d or nn.Linear weights to differentiate")
     n = ctx.inputs.shape[0]
@@ -229,11 +248,14 @@ def _run(ctx: ScoringContext, todo: set[str], requested: set[str]) -> TrainPass:
                 f"naswot reads the activation pattern of nn.ReLU modules, but {type(model).__name__} has none "
                 "(functional F.relu calls cannot be observed); use nn.ReLU modules"
             )
-    for w in [*weights, *others]:
-        w.requires_grad_(True)  # the working copy's flags are restored after the proxy
+    if need_weights:
+        for w in [*weights, *others]:
+            w.requires_grad_(True)  # the working copy's flags are restored after the proxy
+    # Fisher's probes multiply each layer output by ones: no value and no other gradient changes
+    probes = SaliencyProbes(layers if "conv_saliencies" in todo else ())
     x = ctx.inputs.detach().clone().requires_grad_(need_jac)
     try:
-        with torch.set_grad_enabled(need_loss or need_jac):
+        with torch.set_grad_enabled(need_loss or need_jac), probes:
             out = model(x)
     finally:
         for h in handles:
@@ -252,14 +274,19 @@ def _run(ctx: ScoringContext, todo: set[str], requested: set[str]) -> TrainPass:
             result.artifacts -= _LOSS_ARTIFACTS
     if need_loss:
         hessian = "hessian_grad" in todo
-        inputs = [*weights, *others]
-        if loss.requires_grad and inputs:
-            everything = torch.autograd.grad(loss, inputs, allow_unused=True,
+        inputs = [*weights, *others] if need_weights else []
+        scales = probes.scales
+        if loss.requires_grad and (inputs or scales):
+            everything = torch.autograd.grad(loss, [*inputs, *scales], allow_unused=True,
                                              create_graph=hessian, retain_graph=hessian or need_jac)
         else:
-            everything = (None,) * len(inputs)
+            everything = (None,) * (len(inputs) + len(scales))
+        if "conv_saliencies" in todo:
+            result.conv_saliencies = probes.saliencies(everything[len(inputs):])
+        everything = everything[:len(inputs)]
         grads = everything[:len(weights)]
-        result.weight_grads = _zeros_for(grads, weights)
+        if need_weights:
+            result.weight_grads = _zeros_for(grads, weights)
         if need_params:
             by_id = {id(t): g for t, g in zip(inputs, everything)}
             params = all_parameters(model)

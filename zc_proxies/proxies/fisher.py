@@ -22,7 +22,11 @@ They differ in where activations are probed and how channels are weighted:
 Both differentiate the loss of :meth:`~zc_proxies.proxies.base.ScoringContext.forward_loss`,
 so they score any kind of :class:`~zc_proxies.batch.Batch`: a classifier's
 cross-entropy, a custom loss, or the summed training losses of a torchvision
-detector (:class:`~zc_proxies.blockswap.detection.DetectionBatch`).
+detector (:class:`~zc_proxies.blockswap.detection.DetectionBatch`). On a plain
+tensor batch ``fisher`` reads its saliencies off the shared pass of
+:mod:`._shared` (``conv_saliencies``), so scored with grad_norm, snip, grasp,
+jacob_cov, naswot... it costs no forward pass of its own and its backward pass
+is the one that gives their weight gradients.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from torch import nn
 
 from ..errors import ModelError
 from ..probes import BlockProbe, channel_saliencies
+from . import _shared
 from .base import ScoringContext, register_proxy
 
 
@@ -50,14 +55,21 @@ def _saliencies(ctx: ScoringContext, modules: list[nn.Module]) -> list[tuple[nn.
     return channel_saliencies(ctx.model, modules, ctx.forward_loss)
 
 
+_shared.declare("fisher", "conv_saliencies")
+
+
 @register_proxy("fisher", needs_labels=True, needs_grad=True, bn_mode="train", version="1")
 def fisher(ctx: ScoringContext) -> float:
     """Fisher at every Conv2d/Linear output, fan-in weighted (zero-cost literature)."""
     layers = [m for m in ctx.model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     if not layers:
         raise ModelError("fisher needs a model with at least one nn.Conv2d or nn.Linear to probe; found none")
+    if _shared.plain_batch(ctx):  # the probes ride along the pass grad_norm, snip, jacob_cov... share
+        pairs = _shared.train_pass(ctx, "conv_saliencies").conv_saliencies
+    else:
+        pairs = _saliencies(ctx, layers)
     total = torch.zeros((), dtype=torch.float64)
-    for module, g in _saliencies(ctx, layers):
+    for module, g in pairs:
         total = total + channel_fisher(g).sum().cpu() * fan_in(module)
     return float(total)
 
