@@ -22,12 +22,22 @@ Total loss
     paper's eq. 2 writes ``beta / 2`` in front of a norm of the difference and
     divides beta by the map size and batch size; the code's mean of squares
     is what produced the published accuracies, so it is what we follow.
+ImageNet
+    BlockSwap's Section 6 sets "beta to 750 using the output of each of the
+    four sections" of ResNet-34. That is the per-stage weight above with the
+    code's ``beta = 1000``: ``1000 * 3 / 4 = 750`` (``main.py`` adds
+    ``(beta * 3 / len(ints_student)) * at_loss`` per section), just as the
+    CIFAR section's "beta is set to 1000" is ``1000 * 3 / 3``. So one ``beta``
+    (1000) gives the paper's weight for both networks.
 Matched layers
-    The output of each stage (group): the output of the stage's last block,
-    after the residual add and before the next stage (the ``g0, g1, g2`` of
-    the AT code, the ``activations`` of BlockSwap's WideResNet). They are
-    caught with forward hooks (:class:`StageTaps`), so the networks are used
-    as they are.
+    The output of each stage (group, section): the output of the stage's last
+    block, after the residual add and before the next stage (the ``g0, g1,
+    g2`` of the AT code, the ``activations`` of BlockSwap's WideResNet, the
+    outputs of ``block1`` .. ``block4`` of its ResNet). They are caught with
+    forward hooks (:class:`StageTaps`), so the networks are used as they are.
+Mixed precision
+    Under autocast the activations may be float16; their attention maps and
+    the AT loss are computed in float32 (:func:`attention_map`).
 """
 
 from __future__ import annotations
@@ -49,9 +59,16 @@ REFERENCE_STAGES = 3
 
 
 def attention_map(activation: torch.Tensor) -> torch.Tensor:
-    """The normalised spatial attention map, shape (N, H*W), of an (N, C, H, W) activation."""
+    """The normalised spatial attention map, shape (N, H*W), of an (N, C, H, W) activation.
+
+    Half-precision activations (from a mixed-precision forward pass) are
+    taken to float32 first: squares of float16 values overflow at 256 and the
+    normalisation divides small numbers. Other dtypes are kept.
+    """
     if activation.dim() != 4:
         raise ModelError(f"an attention map needs an (N, C, H, W) activation, got shape {tuple(activation.shape)}")
+    if activation.dtype in (torch.float16, torch.bfloat16):
+        activation = activation.float()
     return F.normalize(activation.pow(2).mean(dim=1).flatten(1), p=2.0, dim=1)
 
 

@@ -36,6 +36,11 @@ The score
 The search
     :func:`search_detection`: the classification search's rejection sampler,
     per-candidate seeds and resumable candidate store, with this score.
+Training and evaluation
+    :mod:`.detection_train` trains the winner's detector on COCO with the
+    standard Mask R-CNN 1x schedule, resumably (``zcbench blockswap
+    train-detector``); :mod:`.coco_eval` measures its box and mask AP with
+    pycocotools (``zcbench blockswap eval-detector``).
 """
 
 from __future__ import annotations

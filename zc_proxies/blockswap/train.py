@@ -1,26 +1,63 @@
 """Training a BlockSwap network: a teacher from scratch, or a student distilled from it with AT.
 
-The recipe is BlockSwap's (``train.py`` of BayesWatch/pytorch-blockswap) for CIFAR:
-SGD with momentum 0.9 (not Nesterov), weight decay 5e-4 on every parameter,
-learning rate 0.1 annealed by a cosine over the run's epochs to 1e-10
-(PyTorch's ``CosineAnnealingLR(T_max=epochs, eta_min=1e-10)``, stepped once
-per epoch), batch size 128, 200 epochs, every training image once per epoch
-in a fresh random order (the last batch may be smaller), augmented with
-Cutout (:mod:`.trainset`). A student is trained with cross-entropy plus
-attention transfer from a frozen teacher (:mod:`.attention`; the teacher runs
-in eval mode without gradients).
+Two recipes, both BlockSwap's (Turner et al., ICLR 2020, arXiv 1906.04113; code:
+BayesWatch/pytorch-blockswap), picked by :func:`recipe`:
+
+==================  =======================================  ==========================================
+setting             CIFAR (:data:`CIFAR_RECIPE`)             ImageNet (:data:`IMAGENET_RECIPE`)
+==================  =======================================  ==========================================
+loss                cross-entropy (+ AT when distilling)     cross-entropy (+ AT when distilling), Sec. 6
+optimiser           SGD, momentum 0.9, not Nesterov          SGD, momentum 0.9 (Sec. 6), not Nesterov
+                                                             (``main.py``: ``torch.optim.SGD``)
+epochs              200                                      100 (Sec. 6)
+learning rate       0.1, cosine to 1e-10 over the epochs     0.1, divided by 10 every 30 epochs (Sec. 6)
+                    (``CosineAnnealingLR(T_max=epochs,       (``StepLR(step_size=30, gamma=0.1)``),
+                    eta_min=1e-10)``), stepped per epoch     stepped per epoch
+batch size          128                                      256 (Sec. 6; the paper splits it over 4
+                                                             GPUs, see below)
+weight decay        5e-4 on every parameter                  1e-4 on every parameter (Sec. 6)
+augmentation        pad 4 + random 32 crop + flip + Cutout   RandomResizedCrop 224 + flip (Sec. 6
+                    16 (:mod:`zc_proxies.data.training`)     "standard crop + flip", ``main.py``);
+                                                             evaluation: resize 256 + centre crop 224
+                                                             (:mod:`zc_proxies.data.imagenet_train`)
+AT                  beta 1000, three WRN stage outputs       per-stage weight 750 at the outputs of
+                    (Sec. 5: "beta is set to 1000")          the four sections (Sec. 6: "beta is set
+                                                             to 750 using the output of each of the
+                                                             four sections"), i.e. ``beta`` 1000
+                                                             rescaled by 3/4 (:mod:`.attention`)
+mixed precision     no                                       autocast (float16) + GradScaler on CUDA
+==================  =======================================  ==========================================
+
+The CIFAR column is ``train.py`` of the authors' code and the paper's Section 5
+("Implementation Details"); the ImageNet column is Section 6 ("Implementation
+Details") and the ``imagenet`` branch of ``main.py`` (transforms). Where the
+paper is silent, these are our choices:
+
+* The paper trains its ImageNet networks on 4 GPUs, 64 images each, so its
+  BatchNorm statistics are over 64 images; one device here normalises over
+  all 256.
+* Section 6 uses a *pretrained* ResNet-34 teacher (torchvision's weights,
+  converted). It gives no teacher recipe; ``train`` with ``dataset="imagenet"``
+  uses the students' recipe above without AT.
+* Nesterov momentum is not mentioned in Section 6; ``main.py`` does not use it.
+* Mixed precision is not in the paper (its code trains in float32); we add it
+  on CUDA only, for speed. On the CPU every run is float32.
+
+A student is trained with cross-entropy plus attention transfer from a frozen
+teacher (:mod:`.attention`; the teacher runs in eval mode without gradients).
 
 Runs are deterministic for a given seed: the batches of each epoch are a
-function of ``(seed, epoch)`` (:mod:`.trainset`), and the weights of ``seed``.
+function of ``(seed, epoch)`` (:mod:`zc_proxies.data.training`; for ImageNet
+whatever the number of data-loading ``workers``), and the weights of ``seed``.
 They are also resumable: after every epoch the output folder gets
-``checkpoint.pt`` (network, optimiser, schedule position, epoch, torch RNG
-state, history, and a fingerprint of everything that determines the run),
-written atomically (:mod:`.checkpoint`), and ``history.json`` /
-``history.csv``. The same call (or CLI command) on the same folder continues
-after the last finished epoch, and on the CPU ends bit-identical to an
-uninterrupted run (on a GPU, cuDNN may pick kernels that differ in the last
-bits from run to run). When all epochs are done, ``model.pt`` holds the final
-network.
+``checkpoint.pt`` (network, optimiser, gradient scaler, schedule position,
+epoch, torch RNG state, history, and a fingerprint of everything that
+determines the run), written atomically (:mod:`.checkpoint`), and
+``history.json`` / ``history.csv``. The same call (or CLI command) on the same
+folder continues after the last finished epoch, and on the CPU ends
+bit-identical to an uninterrupted run (on a GPU, cuDNN may pick kernels that
+differ in the last bits from run to run). When all epochs are done,
+``model.pt`` holds the final network.
 """
 
 from __future__ import annotations
@@ -33,7 +70,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +79,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.images import ImageSet
-from ..data.training import data_digest, eval_batches, in_memory, train_batches
-from ..errors import ConfigError, DataError, ModelError, NonFiniteScoreError, ZCBenchError
+from ..data.training import check_trainable, data_digest, eval_batches, train_batches, training_transform
+from ..errors import ConfigError, DataError, ModelError, NonFiniteScoreError, UnknownNameError, ZCBenchError
 from ..runs.atomic import atomic_torch_save, atomic_write_text
 from ..runs.lock import WriterLock
 from ..runs.seeding import check_seed, derive_seed
@@ -57,11 +94,17 @@ HISTORY_JSON = "history.json"
 HISTORY_CSV = "history.csv"
 
 
+SCHEDULES = ("cosine", "step")
+
+
 @dataclass(frozen=True)
 class TrainSettings:
-    """Everything of the recipe (defaults: BlockSwap's CIFAR recipe, see the module docstring).
+    """Everything of the recipe (defaults: BlockSwap's CIFAR recipe; :data:`IMAGENET_RECIPE` for ImageNet).
 
-    ``epochs`` sets the length of the cosine schedule; the rest, and the
+    ``schedule`` is ``"cosine"`` (``lr`` annealed to ``eta_min`` over
+    ``epochs``) or ``"step"`` (``lr`` times ``gamma`` every ``step_size``
+    epochs). ``amp`` asks for mixed precision, which is used on CUDA devices
+    only. ``epochs`` sets the length of the cosine schedule; the rest, and the
     data, form the fingerprint a checkpoint must match to be resumed.
     ``beta`` is only used when distilling.
     """
@@ -76,50 +119,148 @@ class TrainSettings:
     cutout: int = 16
     seed: int = 0
     beta: float = BETA
+    schedule: str = "cosine"
+    step_size: int = 30
+    gamma: float = 0.1
+    amp: bool = False
 
     def __post_init__(self) -> None:
         check_seed(self.seed, "seed")
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "step_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(self.cutout, int) or self.cutout < 0:
             raise ConfigError(f"cutout must be a non-negative pixel count, got {self.cutout!r}")
-        for name in ("lr", "momentum", "weight_decay", "eta_min", "beta"):
+        for name in ("lr", "momentum", "weight_decay", "eta_min", "beta", "gamma"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name} must be a finite non-negative number, got {value!r}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr!r}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
 
     def lr_at(self, epoch: int) -> float:
-        """Learning rate of (0-based) ``epoch``: cosine from ``lr`` to ``eta_min`` over ``epochs``."""
+        """Learning rate of (0-based) ``epoch``.
+
+        Cosine: from ``lr`` to ``eta_min`` over ``epochs`` (PyTorch's
+        ``CosineAnnealingLR``). Step: ``lr * gamma ** (epoch // step_size)``
+        (PyTorch's ``StepLR``).
+        """
+        if self.schedule == "step":
+            return self.lr * self.gamma ** (epoch // self.step_size)
         return self.eta_min + (self.lr - self.eta_min) * (1.0 + math.cos(math.pi * epoch / self.epochs)) / 2.0
 
+    def describe_schedule(self) -> str:
+        """The learning-rate schedule in words, e.g. ``"step: 0.1 x 0.1 every 30 epochs"``."""
+        if self.schedule == "step":
+            return f"step: {self.lr:g} x {self.gamma:g} every {self.step_size} epochs"
+        return f"cosine: {self.lr:g} to {self.eta_min:g} over {self.epochs} epochs"
+
+    def schedule_record(self, next_epoch: int) -> dict[str, Any]:
+        """The schedule as a checkpoint stores it."""
+        record: dict[str, Any] = {"name": self.schedule, "epochs": self.epochs, "lr": self.lr,
+                                  "next_epoch": next_epoch}
+        if self.schedule == "step":
+            record.update(step_size=self.step_size, gamma=self.gamma)
+        else:
+            record["eta_min"] = self.eta_min
+        return record
+
     def fingerprint(self, distilling: bool) -> dict[str, Any]:
+        """The settings a checkpoint must match to be resumed.
+
+        Fields of the step schedule and ``amp`` appear only when they take
+        part (a step schedule; mixed precision asked for), so a CIFAR run's
+        fingerprint is the same as before they existed and its old
+        checkpoints still resume.
+        """
         out = asdict(self)
         del out["epochs"]
         if not distilling:
             del out["beta"]
+        if self.schedule == "cosine":
+            for name in ("schedule", "step_size", "gamma"):
+                del out[name]
+        else:
+            del out["eta_min"]
+        if not self.amp:
+            del out["amp"]
         return out
 
 
+#: BlockSwap's CIFAR recipe (``train.py``; the paper's Section 5).
+CIFAR_RECIPE = TrainSettings()
+#: BlockSwap's ImageNet recipe (the paper's Section 6; see the module docstring for its sources).
+IMAGENET_RECIPE = TrainSettings(epochs=100, batch_size=256, lr=0.1, momentum=0.9, nesterov=False, weight_decay=1e-4,
+                                cutout=0, beta=BETA, schedule="step", step_size=30, gamma=0.1, amp=True)
+RECIPES = {"cifar10": CIFAR_RECIPE, "cifar100": CIFAR_RECIPE, "imagenet": IMAGENET_RECIPE}
+
+
+def recipe(dataset: str, **overrides: Any) -> TrainSettings:
+    """The recipe for ``dataset`` (``cifar10``, ``cifar100`` or ``imagenet``) with ``overrides`` (None values ignored).
+
+    Raises
+    ------
+    UnknownNameError
+        For another dataset.
+    ConfigError
+        For an override that is no setting, or a value out of range.
+    """
+    if dataset not in RECIPES:
+        raise UnknownNameError(f"no training recipe for dataset {dataset!r} (known: {', '.join(RECIPES)})")
+    names = set(asdict(CIFAR_RECIPE))
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ConfigError(f"unknown training setting(s) {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+    return replace(RECIPES[dataset], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _amp_active(settings: TrainSettings, device: torch.device) -> bool:
+    return settings.amp and device.type == "cuda"
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, data: ImageSet, batch_size: int = 256,
-             device: str | torch.device = "cpu") -> tuple[float, float]:
-    """Mean cross-entropy and top-1 accuracy (percent) of ``model`` in eval mode; its mode is restored."""
+def measure(model: nn.Module, data: ImageSet, batch_size: int = 256, device: str | torch.device = "cpu", *,
+            workers: int = 0, amp: bool = False) -> dict[str, float]:
+    """Mean cross-entropy, top-1 accuracy and (heads of more than 5 classes) top-5 accuracy, in percent.
+
+    Returns ``{"loss", "acc", "top5"}`` (no ``"top5"`` for 5 classes or
+    fewer). ``model`` runs in eval mode; its mode is restored. ``amp`` runs it
+    under float16 autocast on CUDA (ignored elsewhere).
+    """
+    device = torch.device(device)
     was_training = model.training
     model.eval()
-    loss_sum, correct = 0.0, 0
+    loss_sum, correct, correct5, seen = 0.0, 0, 0, 0
+    top5 = None
     try:
-        for x, y in eval_batches(data, batch_size):
-            x, y = x.to(device), y.to(device)
-            logits = model(x)
+        for x, y in eval_batches(data, batch_size, workers=workers, pin_memory=device.type == "cuda"):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+                logits = model(x)
+            logits = logits.float()
             loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
+            if top5 is None:
+                top5 = logits.shape[1] > 5
+            if top5:
+                correct5 += int((logits.topk(5, dim=1).indices == y[:, None]).any(1).sum())
+            seen += len(y)
     finally:
         model.train(was_training)
-    return loss_sum / len(data), 100.0 * correct / len(data)
+    out = {"loss": loss_sum / seen, "acc": 100.0 * correct / seen}
+    if top5:
+        out["top5"] = 100.0 * correct5 / seen
+    return out
+
+
+def evaluate(model: nn.Module, data: ImageSet, batch_size: int = 256, device: str | torch.device = "cpu", *,
+             workers: int = 0, amp: bool = False) -> tuple[float, float]:
+    """Mean cross-entropy and top-1 accuracy (percent) of ``model`` in eval mode; its mode is restored."""
+    result = measure(model, data, batch_size, device, workers=workers, amp=amp)
+    return result["loss"], result["acc"]
 
 
 # -- the training loop ------------------------------------------------------------------------
@@ -139,7 +280,8 @@ class TrainResult:
 
 def train(config: Configuration, data: ImageSet, settings: TrainSettings, out: str | os.PathLike, *,
           eval_sets: Mapping[str, ImageSet] | None = None, device: str | torch.device = "cpu",
-          progress: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+          progress: bool = True, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+          workers: int = 0) -> TrainResult:
     """Train ``config`` from scratch with cross-entropy (a teacher, or any configuration), resumably.
 
     Parameters
@@ -147,24 +289,29 @@ def train(config: Configuration, data: ImageSet, settings: TrainSettings, out: s
     config
         The network; its weights are drawn from ``settings.seed``.
     data
-        Training images (array-backed, e.g. :func:`load_training_data`'s).
+        Training images: pixels in memory (CIFAR, :func:`load_training_data`'s)
+        or image files (ImageNet, read through a DataLoader).
     settings
-        The recipe.
+        The recipe (:func:`recipe`).
     out
         Output folder: checkpoint, history and, when done, ``model.pt``. An
         existing checkpoint of the same run is resumed.
     eval_sets
-        Sets evaluated after every epoch (``name_loss`` and ``name_acc`` in the history).
+        Sets evaluated after every epoch (``name_loss``, ``name_acc`` and, for
+        heads of more than 5 classes, ``name_top5`` in the history).
     on_epoch
         Called with each finished epoch's history row.
+    workers
+        Data-loading processes for image files (ignored for pixels in memory);
+        the result does not depend on it.
     """
-    return _run(config, data, settings, Path(out), None, eval_sets or {}, device, progress, on_epoch)
+    return _run(config, data, settings, Path(out), None, eval_sets or {}, device, progress, on_epoch, workers)
 
 
 def distill(config: Configuration, teacher: BlockSwapNet, data: ImageSet, settings: TrainSettings,
             out: str | os.PathLike, *, eval_sets: Mapping[str, ImageSet] | None = None,
             device: str | torch.device = "cpu", progress: bool = True,
-            on_epoch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+            on_epoch: Callable[[dict[str, Any]], None] | None = None, workers: int = 0) -> TrainResult:
     """Train ``config`` from scratch with cross-entropy plus attention transfer from ``teacher``.
 
     The teacher is frozen: it runs in eval mode under ``torch.no_grad`` and
@@ -177,7 +324,7 @@ def distill(config: Configuration, teacher: BlockSwapNet, data: ImageSet, settin
     """
     if not isinstance(teacher, BlockSwapNet):
         raise ModelError(f"the teacher must be a BlockSwap network (from load_network), got {type(teacher).__name__}")
-    return _run(config, data, settings, Path(out), teacher, eval_sets or {}, device, progress, on_epoch)
+    return _run(config, data, settings, Path(out), teacher, eval_sets or {}, device, progress, on_epoch, workers)
 
 
 def check_compatible(student: BlockSwapNet, teacher: BlockSwapNet, x: torch.Tensor) -> None:
@@ -214,6 +361,9 @@ def _fingerprint(config: Configuration, data: ImageSet, settings: TrainSettings,
         "data": {"name": data.name, "images": len(data), "digest": data_digest(data)},
         "seeding": SEEDING,
     }
+    transform = training_transform(data)  # image files only: a CIFAR fingerprint stays as it was
+    if transform:
+        fp["data"]["transform"] = transform
     if teacher is not None:
         fp["teacher"] = {"net": teacher.spec.name, "blocks": list(teacher.config),
                          "num_classes": teacher.num_classes, "digest": state_digest(teacher)}
@@ -234,18 +384,24 @@ def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
 
 def _run(config: Configuration, data: ImageSet, settings: TrainSettings, out: Path, teacher: BlockSwapNet | None,
          eval_sets: Mapping[str, ImageSet], device: str | torch.device, progress: bool,
-         on_epoch: Callable[[dict[str, Any]], None] | None) -> TrainResult:
+         on_epoch: Callable[[dict[str, Any]], None] | None, workers: int) -> TrainResult:
     device = torch.device(device)
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+        raise ConfigError(f"workers must be a non-negative number of data-loading processes, got {workers!r}")
     if data.num_classes > config.num_classes:
         raise DataError(f"{data.name} has {data.num_classes} classes but the {config.net} head has {config.num_classes}")
     if len(data) < 1:
         raise DataError(f"{data.name} has no training images")
-    in_memory(data)
+    check_trainable(data)
     for name, ds in eval_sets.items():
-        in_memory(ds)
+        if name == "train":
+            raise ConfigError("an evaluation set may not be named 'train': its columns would overwrite the "
+                              "training loss and accuracy in the history")
+        check_trainable(ds)
         if ds.num_classes > config.num_classes:
             raise DataError(f"evaluation set {name!r} has {ds.num_classes} classes, more than the head's "
                             f"{config.num_classes}")
+    amp = _amp_active(settings, device)
 
     model = config.build(generator=torch.Generator().manual_seed(derive_seed(settings.seed, "weights"))).to(device)
     teacher_modes: list[bool] = []
@@ -255,11 +411,12 @@ def _run(config: Configuration, data: ImageSet, settings: TrainSettings, out: Pa
 
             teacher = copy.deepcopy(teacher).to(device)
         teacher_modes = [m.training for m in teacher.modules()]
-        check_compatible(model, teacher, next(eval_batches(data, 1))[0].to(device))
+        check_compatible(model, teacher, next(iter(eval_batches(data, 1)))[0].to(device))
     fingerprint = _fingerprint(config, data, settings, teacher)
 
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
                                 weight_decay=settings.weight_decay, nesterov=settings.nesterov)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
     out.mkdir(parents=True, exist_ok=True)
     with WriterLock(out / CHECKPOINT):  # one run per output folder at a time
         history: list[dict[str, Any]] = []
@@ -279,27 +436,32 @@ def _run(config: Configuration, data: ImageSet, settings: TrainSettings, out: Pa
             try:
                 model.load_state_dict(state["state_dict"])
                 optimizer.load_state_dict(state["optimizer"])
+                if amp and state.get("scaler"):
+                    scaler.load_state_dict(state["scaler"])
             except (RuntimeError, ValueError, KeyError) as exc:
                 raise DataError(f"checkpoint {str(ckpt_path)!r} does not fit this run: {exc}") from exc
             torch.set_rng_state(state["rng"])
             history = list(state["history"])
             moved = [row["epoch"] for row in history if row["lr"] != settings.lr_at(row["epoch"] - 1)]
             if moved:
-                warnings.warn(f"{ckpt_path}: epochs {moved[:5]} were trained on a cosine schedule over "
-                              f"{state['schedule']['epochs']} epochs, now {settings.epochs}; the result will differ "
-                              "from an uninterrupted run of this length", stacklevel=3)
+                warnings.warn(f"{ckpt_path}: epochs {moved[:5]} were trained at other learning rates than the "
+                              f"schedule asked for now ({settings.describe_schedule()}; stored: "
+                              f"{state.get('schedule')}); the result will differ from an uninterrupted run",
+                              stacklevel=3)
             _write_history(out, history)
 
         try:
             for epoch in range(start, settings.epochs):
-                row = _epoch(model, teacher, data, settings, epoch, optimizer, device, progress)
+                row = _epoch(model, teacher, data, settings, epoch, optimizer, scaler, device, progress, workers)
                 for name, ds in eval_sets.items():
-                    row[f"{name}_loss"], row[f"{name}_acc"] = evaluate(model, ds, settings.batch_size, device)
+                    result = measure(model, ds, settings.batch_size, device, workers=workers, amp=amp)
+                    row[f"{name}_loss"], row[f"{name}_acc"] = result["loss"], result["acc"]
+                    if "top5" in result:
+                        row[f"{name}_top5"] = result["top5"]
                 history.append(row)
                 atomic_torch_save({**network_record(model), "kind": fingerprint["kind"], "epoch": epoch + 1,
-                                   "optimizer": optimizer.state_dict(),
-                                   "schedule": {"name": "cosine", "epochs": settings.epochs, "lr": settings.lr,
-                                                "eta_min": settings.eta_min, "next_epoch": epoch + 1},
+                                   "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                                   "schedule": settings.schedule_record(epoch + 1),
                                    "rng": torch.get_rng_state(), "history": history, "fingerprint": fingerprint},
                                   ckpt_path)
                 _write_history(out, history)
@@ -315,7 +477,8 @@ def _run(config: Configuration, data: ImageSet, settings: TrainSettings, out: Pa
 
 
 def _epoch(model: BlockSwapNet, teacher: BlockSwapNet | None, data: ImageSet, settings: TrainSettings, epoch: int,
-           optimizer: torch.optim.Optimizer, device: torch.device, progress: bool) -> dict[str, Any]:
+           optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, device: torch.device, progress: bool,
+           workers: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     lr = settings.lr_at(epoch)
     for group in optimizer.param_groups:
@@ -323,6 +486,7 @@ def _epoch(model: BlockSwapNet, teacher: BlockSwapNet | None, data: ImageSet, se
     model.train()
     if teacher is not None:
         teacher.eval()
+    amp = _amp_active(settings, device)
     sums = {"loss": 0.0, "ce": 0.0, "at": 0.0}
     correct, seen = 0, 0
     bar = None
@@ -332,29 +496,33 @@ def _epoch(model: BlockSwapNet, teacher: BlockSwapNet | None, data: ImageSet, se
         kind = "distill" if teacher is not None else "train"
         bar = tqdm(total=math.ceil(len(data) / settings.batch_size), unit="batch", leave=False,
                    desc=f"{kind} {model.spec.name} epoch {epoch + 1}/{settings.epochs}", dynamic_ncols=True)
+    batches = train_batches(data, settings.batch_size, settings.seed, epoch, settings.cutout, workers=workers,
+                            pin_memory=device.type == "cuda")
     try:
         with StageTaps(model) as s_taps, (StageTaps(teacher) if teacher is not None else _NoTaps()) as t_taps:
-            for step, (x, y) in enumerate(train_batches(data, settings.batch_size, settings.seed, epoch,
-                                                        settings.cutout)):
-                x, y = x.to(device), y.to(device)
-                if teacher is not None:
-                    with torch.no_grad():
-                        t_acts = t_taps.capture(x)[1]
-                    logits, s_acts = s_taps.capture(x)
-                    parts = distillation_loss(logits, y, s_acts, t_acts, settings.beta)
-                    loss = parts.total
-                    sums["ce"] += parts.ce.item() * len(y)
-                    sums["at"] += sum(a.item() for a in parts.at) * len(y)
-                else:
-                    logits = model(x)
-                    loss = F.cross_entropy(logits, y)
+            for step, (x, y) in enumerate(batches):
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                    if teacher is not None:
+                        with torch.no_grad():
+                            t_acts = t_taps.capture(x)[1]
+                        logits, s_acts = s_taps.capture(x)
+                        parts = distillation_loss(logits.float(), y, s_acts, t_acts, settings.beta)
+                        loss = parts.total
+                    else:
+                        logits = model(x)
+                        loss = F.cross_entropy(logits.float(), y)
                 value = loss.item()
                 if not math.isfinite(value):
                     raise NonFiniteScoreError(f"the training loss became {value} in epoch {epoch + 1}, batch {step + 1} "
                                               f"(lr {lr:.4g}); the last finished epoch is kept in the checkpoint")
+                if teacher is not None:
+                    sums["ce"] += parts.ce.item() * len(y)
+                    sums["at"] += sum(a.item() for a in parts.at) * len(y)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 sums["loss"] += value * len(y)
                 correct += int((logits.detach().argmax(1) == y).sum())
                 seen += len(y)
@@ -363,6 +531,7 @@ def _epoch(model: BlockSwapNet, teacher: BlockSwapNet | None, data: ImageSet, se
                     bar.set_postfix(loss=f"{sums['loss'] / seen:.4f}", acc=f"{100.0 * correct / seen:.1f}%",
                                     refresh=False)
     finally:
+        batches.close()
         if bar is not None:
             bar.close()
     row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "train_loss": sums["loss"] / seen,

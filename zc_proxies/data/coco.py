@@ -1,4 +1,4 @@
-"""COCO instance annotations (boxes and masks) read without pycocotools.
+"""COCO instance annotations (boxes and masks), read and checked by our own reader.
 
 A COCO ``instances_*.json`` holds ``images`` (id, file name, width, height),
 ``categories`` (id, name) and ``annotations`` (id, image id, category id, box
@@ -17,7 +17,12 @@ an image into what torchvision's detection models train on:
   cost a few unused classifier rows), and so does its reference training
   script; keeping the ids means no remapping table to get wrong;
 * ``masks`` (K, H, W) uint8, polygons rasterised with PIL (see
-  :func:`polygon_mask`).
+  :func:`polygon_mask`); run-length encodings decoded by :func:`rle_mask`.
+  pycocotools rasterises polygons a little differently (on the COCO sample
+  the two masks of an instance have an IoU of 0.96 on average, 0.87 at
+  worst, on a 100-pixel object); the evaluation
+  (:mod:`zc_proxies.blockswap.coco_eval`) reads the ground truth with
+  pycocotools, as the official one does. Boxes and labels are the same.
 
 As in torchvision's reference training, crowd annotations (``iscrowd = 1``)
 are kept out of the targets, and minibatches are drawn from images with at
@@ -109,18 +114,28 @@ def polygon_mask(polygons: Sequence[Sequence[float]], width: int, height: int,
 
 
 def rle_mask(rle: dict[str, Any], width: int, height: int, where: str = "annotation") -> np.ndarray:
-    """Decode an uncompressed COCO run-length encoding (``counts`` a list) to a boolean mask.
+    """Decode a COCO run-length encoding to a boolean mask.
 
     Runs alternate background and foreground, starting with background, over
-    the pixels in column-major order. The compressed form (``counts`` a
-    string) needs pycocotools and raises :class:`DataError`.
+    the pixels in column-major order. ``counts`` is a list of run lengths
+    (the uncompressed form, decoded here) or a string (the compressed form,
+    decoded by ``pycocotools.mask``).
     """
     counts, size = rle.get("counts"), rle.get("size")
+    if size != [height, width]:
+        raise DataError(f"{where}: an RLE mask needs 'size' [{height}, {width}] (the image's), got {size!r}")
     if isinstance(counts, str):
-        raise DataError(f"{where}: compressed RLE masks are not supported without pycocotools")
-    if not isinstance(counts, list) or size != [height, width]:
-        raise DataError(f"{where}: an RLE mask needs 'counts' (a list) and 'size' [{height}, {width}], "
-                        f"got size {size!r}")
+        from pycocotools import mask as mask_util
+
+        try:
+            with warnings.catch_warnings():  # pycocotools' arrays predate numpy 2's copy keyword
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return mask_util.decode({"size": size, "counts": counts.encode("ascii")}).astype(bool)
+        except (ValueError, TypeError, UnicodeEncodeError) as exc:
+            raise DataError(f"{where}: the compressed RLE 'counts' cannot be decoded ({exc})") from exc
+    if not isinstance(counts, list):
+        raise DataError(f"{where}: an RLE mask needs 'counts' (a list of run lengths or a compressed string), "
+                        f"got {type(counts).__name__}")
     runs = np.asarray(counts, dtype=np.int64)
     if runs.size and (runs.min() < 0 or runs.sum() != height * width):
         raise DataError(f"{where}: RLE runs must be non-negative and cover {height * width} pixels, "
