@@ -8,6 +8,7 @@ import json
 import pytest
 
 from zc_proxies.cli import main
+from zc_proxies.runs.layout import apply_layout
 from zc_proxies.spaces import get_space
 from zc_proxies.spaces.spec import resolve_spec, split_spec
 
@@ -123,6 +124,8 @@ def test_balanced_batch_is_used_stored_and_footnoted(tmp_path, data_root, capsys
     assert sorted(torch.bincount(y, minlength=10).tolist()) == [1] * 4 + [2] * 6
     torch.manual_seed(row["arch_seed"])
     model = space.build(space[row["index"]], 10)
+    assert row["layout"] == "nhwc"  # NB201's CPU layout (zc_proxies.runs.layout)
+    model, x = apply_layout(model, x, row["layout"])
     assert score(model, (x, y), proxy="epe_nas") == pytest.approx(row["score"], rel=1e-9)
     # The same folder without --balanced-batch is refused, naming the setting.
     assert main([a for a in args if a != "--balanced-batch"]) == 2

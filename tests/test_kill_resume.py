@@ -96,8 +96,9 @@ def correlations(out: Path) -> list[dict]:
 def test_a_second_eval_on_the_same_out_refuses_or_waits(tmp_path, data_root):
     out = tmp_path / "one"
     store = out / "scores.jsonl"
-    slow = ["--proxy", "sleepy", "--import", "sleepy_proxy"]  # 1.5 s an arch: the first run is still going
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    slow = ["--proxy", "sleepy", "--import", "sleepy_proxy"]  # 4 s an arch: the first run is still going
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
+           "SLEEPY_SECONDS": "4"}  # two more processes must start (import torch) while it runs, on a busy machine
     first = subprocess.Popen(command(out, data_root, workers=1) + slow, cwd=REPO, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True, env=env)
     try:

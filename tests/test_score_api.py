@@ -201,3 +201,18 @@ def test_the_gpu_working_copy_is_put_back_between_proxies():
             assert mixed[n] == pytest.approx(alone[n], rel=1e-9), n
     finally:
         PROXIES.remove("test_scale_weights")
+
+
+@pytest.mark.parametrize("names", [["fisher"], ["zen"], ["fisher", "grad_norm", "naswot"], ["fisher", "zen", "snip"]])
+def test_a_model_given_away_scores_the_same(names):
+    from zc_proxies.score import score_detailed
+
+    torch.manual_seed(0)
+    net = small_net()
+    data = batch()
+    kept = score_detailed(net, data, names, seed=3)
+    given = score_detailed(copy.deepcopy(net), data, names, seed=3, consume=True)
+    assert all(r.error is None for r in kept.values())
+    assert {n: r.value for n, r in kept.items()} == {n: r.value for n, r in given.items()}
+    with pytest.raises(zc_proxies.errors.ConfigError, match="consume must be True or False"):
+        score_detailed(net, data, names, consume="yes")

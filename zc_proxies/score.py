@@ -12,6 +12,21 @@ parameter or a ``forward``), the next proxy gets a fresh copy. So no proxy's
 mutation reaches another proxy's result, and each result equals the result of
 scoring that proxy alone.
 
+Proxies whose spec says their score depends only on part of the network
+(:attr:`~zc_proxies.proxies.base.ProxySpec.network`: ``"reaching"`` or ``"live"``)
+are scored on a working copy without the operations that cannot change their
+score, where the model knows which those are (its submodules implementing
+:class:`~zc_proxies.proxies.base.DeadOps`, e.g. NAS-Bench-201 cells with ``none``
+edges or nodes that do not reach the output). The copy is made from the whole
+model, so the operations that stay have exactly its weights, and the score is
+the same as on the whole network, only sooner. Proxies are grouped by
+BatchNorm mode and by the ops their copy drops: when a model has nothing to
+drop, every proxy of a mode shares one copy as before; and proxies of
+different scopes that share a forward/backward pass (grad_norm with nasi or
+grasp, gradsign with ntk_trace) are scored together on the widest network any
+of them needs, which is exact for all and cheaper than two passes.
+``skip_dead=False`` scores every proxy on the whole network.
+
 The working copy and the batch are on the batch's device (``Batch(..., device=)``,
 else the model's), so a model kept on the CPU can be scored on a GPU. Every
 mistake in what is passed in (a model that is no plain ``nn.Module``, a bad
@@ -33,17 +48,24 @@ from torch import nn
 
 from .batch import Batch, LossFn, as_batch, batchnorm_guard, check_model
 from .errors import ConfigError, ModelError, NonFiniteScoreError, UnknownNameError
-from .proxies import get_proxy
+from .proxies import _shared, get_proxy
 from .proxies._shared import TOGETHER
-from .proxies.base import Proxy, ScoringContext
+from .proxies.base import NETWORK_SCOPES, WHOLE, Proxy, ScoringContext
+
+#: What a working copy drops: ``(qualified submodule name, op indices)`` per submodule; () drops nothing.
+DropPlan = tuple[tuple[str, frozenset[int]], ...]
 
 MAX_SEED = 2**64 - 1
 """Largest scoring seed: torch's generators take seeds in ``0..2**64 - 1``."""
 
 
+def _named_tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return (list(model.named_parameters(remove_duplicate=False))
+            + [(f"buffer:{n}", b) for n, b in model.named_buffers(remove_duplicate=False)])
+
+
 def _tensors(model: nn.Module) -> list[torch.Tensor]:
-    return ([p for _, p in model.named_parameters(remove_duplicate=False)]
-            + [b for _, b in model.named_buffers(remove_duplicate=False)])
+    return [t for _, t in _named_tensors(model)]
 
 
 def _hook_dicts(module: nn.Module) -> dict[str, dict]:
@@ -51,22 +73,70 @@ def _hook_dicts(module: nn.Module) -> dict[str, dict]:
             if isinstance(v, dict) and k.startswith(("_forward", "_backward")) and "hook" in k}
 
 
-class _WorkingCopy:
-    """A private copy of ``source`` on ``device`` in one BatchNorm mode, put back after each proxy by :meth:`reset`."""
+def _knows_dead_ops(module: nn.Module) -> bool:
+    """Whether ``module``'s class implements :class:`DeadOps` (a class lookup: ``isinstance`` on a
+    runtime-checkable protocol costs ~20 us a module, 10 ms on a NAS-Bench-201 network)."""
+    kind = type(module)
+    return all(callable(getattr(kind, name, None)) for name in ("dead_ops", "drop_ops"))
 
-    def __init__(self, source: nn.Module, bn_mode: str, device: torch.device) -> None:
+
+def dead_ops_plan(model: nn.Module, scope: str) -> DropPlan:
+    """The ops of ``model`` a proxy of network ``scope`` can do without, as its submodules say.
+
+    Every submodule whose class implements :class:`~zc_proxies.proxies.base.DeadOps`
+    is asked; ``model`` is not changed. Empty for ``"whole"`` and for a model
+    without such submodules (or without dead ops).
+    """
+    if scope == WHOLE:
+        return ()
+    plan = []
+    for name, module in model.named_modules():
+        if _knows_dead_ops(module):
+            ops = frozenset(int(k) for k in module.dead_ops(scope))
+            if ops:
+                plan.append((name, ops))
+    return tuple(plan)
+
+
+def drop_dead_ops(model: nn.Module, plan: DropPlan) -> nn.Module:
+    """Apply ``plan`` (from :func:`dead_ops_plan` on a model of the same structure) to ``model``, in place."""
+    for name, ops in plan:
+        module = model.get_submodule(name)
+        module.drop_ops(ops)  # type: ignore[operator]
+    return model
+
+
+class _WorkingCopy:
+    """A private copy of ``source`` on ``device`` in one BatchNorm mode, put back after each proxy by :meth:`reset`.
+
+    ``drop`` (a :func:`dead_ops_plan`) is applied to every fresh copy. With ``take``, the caller has
+    given ``source`` away (it is used no more after this one proxy): it is worked on itself, not
+    copied, and never put back.
+    """
+
+    def __init__(self, source: nn.Module, bn_mode: str, device: torch.device, drop: DropPlan = (),
+                 take: bool = False) -> None:
         self.source = source
         self.bn_mode = bn_mode
         self.device = device
-        self._origin = _tensors(source)
+        self.drop = drop
+        self.take = take
         self.model = self._fresh()
 
     def _fresh(self) -> nn.Module:
-        try:
-            work = copy.deepcopy(self.source)
-        except Exception as exc:  # noqa: BLE001  (whatever stops the copy is in the caller's model)
-            raise ModelError(f"the model cannot be copied (copy.deepcopy failed: {exc}); proxies run on a "
-                             "private copy, so the model must be deep-copyable") from exc
+        if self.take:
+            work = self.source
+        else:
+            try:
+                work = copy.deepcopy(self.source)
+            except Exception as exc:  # noqa: BLE001  (whatever stops the copy is in the caller's model)
+                raise ModelError(f"the model cannot be copied (copy.deepcopy failed: {exc}); proxies run on a "
+                                 "private copy, so the model must be deep-copyable") from exc
+        origin = dict(_named_tensors(self.source))
+        if self.drop:
+            drop_dead_ops(work, self.drop)
+        # the source tensor each tensor of the copy is put back to (a dropped op's tensors are gone)
+        self._origin = [origin[name] for name, _ in _named_tensors(work)]
         if any(t.device != self.device for t in _tensors(work)):
             work.to(self.device)
         work.train(self.bn_mode == "train")
@@ -93,6 +163,8 @@ class _WorkingCopy:
 
     def reset(self) -> None:
         """Undo whatever the last proxy did to the working copy."""
+        if self.take:  # given away for one proxy: nothing comes after it
+            return
         if not self._same_structure():
             self.model = self._fresh()
             return
@@ -198,20 +270,69 @@ def _names(proxy: object) -> list[str]:
     return names
 
 
+#: The passes of :mod:`._shared` that several proxies share, by the artifacts they compute.
+_SHARED_PASSES = {"batch": frozenset(_shared.BATCH_ARTIFACTS), "sample": frozenset(_shared.SAMPLE_ARTIFACTS)}
+#: Artifacts a forward pass alone gives (no backward pass to share).
+_FORWARD_ONLY = frozenset({"relu_kernel"})
+
+
+def _scopes(proxies: Sequence[Proxy]) -> dict[str, str]:
+    """The network scope each proxy is scored with: its spec's, unless it shares a pass with a wider one.
+
+    A proxy is exact on any network from its own scope's up to the whole one.
+    When proxies of one BatchNorm mode that differ in scope would share a pass
+    of :mod:`._shared` with a backward pass in it, they are all scored on the
+    widest of their networks, in one pass instead of two (so with grasp, which
+    needs the whole network, grad_norm, snip, jacob_cov... run whole too, as
+    cheaply as before; with nasi alone, on the reaching network). A proxy that
+    only reads the forward part of a pass (naswot's ReLU codes) widens nothing:
+    its own forward pass costs less than scoring the others whole.
+    """
+    width = {scope: rank for rank, scope in enumerate(NETWORK_SCOPES)}  # 0 = widest
+    scopes = {p.name: p.spec.network for p in proxies}
+    declared = {p.name: _shared._DECLARED.get(p.name, frozenset()) for p in proxies}
+    changed = True
+    while changed:  # widen within every (mode, pass) until nothing changes (a proxy may be in two passes)
+        changed = False
+        for mode in {p.spec.bn_mode for p in proxies}:
+            for artifacts in _SHARED_PASSES.values():
+                members = [p.name for p in proxies if p.spec.bn_mode == mode
+                           and (declared[p.name] & artifacts) - _FORWARD_ONLY]
+                if not members:
+                    continue
+                widest = min((scopes[n] for n in members), key=width.__getitem__)
+                for n in members:
+                    if scopes[n] != widest:
+                        scopes[n], changed = widest, True
+    return scopes
+
+
 def _run_all(model: object, batch: object, names: list[str], loss_fn: LossFn | None, seed: object,
-             stop_on_error: bool) -> dict[str, ProxyResult]:
-    """Check every input, then score the proxies: one working copy per BatchNorm mode, passes shared."""
+             stop_on_error: bool, skip_dead: bool = True, consume: bool = False) -> dict[str, ProxyResult]:
+    """Check every input, then score the proxies: one working copy per BatchNorm mode and dropped ops, passes shared."""
     proxies = [get_proxy(name) for name in names]
     seed = scoring_seed(seed)
     model = check_model(model)
+    if not isinstance(skip_dead, bool):
+        raise ConfigError(f"skip_dead must be True or False, got {skip_dead!r}")
     needs_labels = any(p.spec.needs_labels for p in proxies)
     checked = as_batch(batch, loss_fn).check(model, needs_labels=needs_labels)
-    groups: dict[str, list[Proxy]] = {}
+    scopes = _scopes(proxies) if skip_dead else {p.name: WHOLE for p in proxies}
+    plans: dict[str, DropPlan] = {}
+    groups: dict[tuple[str, DropPlan], list[Proxy]] = {}
     for p in proxies:
-        groups.setdefault(p.spec.bn_mode, []).append(p)
+        scope = scopes[p.name]
+        if scope not in plans:
+            plans[scope] = dead_ops_plan(model, scope)
+        groups.setdefault((p.spec.bn_mode, plans[scope]), []).append(p)
     results: dict[str, ProxyResult] = {}
-    for mode, members in groups.items():
-        work = _WorkingCopy(model, mode, checked.device)
+    if not isinstance(consume, bool):
+        raise ConfigError(f"consume must be True or False, got {consume!r}")
+    last = len(groups) - 1
+    for g, ((mode, drop), members) in enumerate(groups.items()):
+        # a model given away needs no copy for the last group's proxy, if it is the only one there
+        take = consume and g == last and len(members) == 1
+        work = _WorkingCopy(model, mode, checked.device, drop, take=take)
         cache: dict = {TOGETHER: tuple(p.name for p in members)}
         for p in members:
             start = time.perf_counter()
@@ -234,6 +355,7 @@ def score(
     *,
     loss_fn: LossFn | None = None,
     seed: int | None = None,
+    skip_dead: bool = True,
 ) -> float | Mapping[str, float]:
     """Score ``model`` on one minibatch with a zero-cost proxy.
 
@@ -259,6 +381,11 @@ def score(
     seed
         Seeds whatever randomness a proxy uses: a whole number in
         ``0..2**64 - 1`` (0 when None).
+    skip_dead
+        Score each proxy whose spec allows it (``network`` ``"reaching"`` or
+        ``"live"``) on a copy without the ops that cannot change its score, where
+        the model says which (NAS-Bench-201 cells do). The scores are the same
+        either way; False scores every proxy on the whole network.
 
     Returns
     -------
@@ -275,7 +402,8 @@ def score(
         An unregistered proxy name, or an empty list.
     ConfigError
         A seed that is not a whole number in range; a proxy given as neither a
-        name nor a list of names; a device that is not available.
+        name nor a list of names; a device that is not available; a
+        ``skip_dead`` that is not a bool.
     ModelError
         A model proxies cannot work with: not an ``nn.Module``, TorchScript, on
         the ``meta`` device, lazy, not deep-copyable, or without the layers the
@@ -287,7 +415,7 @@ def score(
         A NaN or infinite score.
     """
     names = _names(proxy)
-    results = _run_all(model, batch, names, loss_fn, seed, stop_on_error=True)
+    results = _run_all(model, batch, names, loss_fn, seed, stop_on_error=True, skip_dead=skip_dead)
     values = {name: r.value for name, r in results.items()}
     return values[names[0]] if isinstance(proxy, str) else values
 
@@ -299,6 +427,8 @@ def score_detailed(
     *,
     loss_fn: LossFn | None = None,
     seed: int | None = None,
+    skip_dead: bool = True,
+    consume: bool = False,
 ) -> dict[str, ProxyResult]:
     """Like :func:`score` with a list, but one proxy's failure does not stop the others.
 
@@ -307,5 +437,11 @@ def score_detailed(
     ``error``). What is wrong for every proxy still raises at once, as in
     :func:`score`: bad names, seed or model, a batch that does not fit the model,
     a model that cannot be copied.
+
+    ``consume=True`` gives ``model`` away: the caller will not use it again
+    (an evaluator that built it for this call), so the last proxy to run may
+    work on it directly instead of on a copy. Every score is the same; only
+    the copy's time is saved, and ``model`` is left in any state.
     """
-    return _run_all(model, batch, _names(proxy), loss_fn, seed, stop_on_error=False)
+    return _run_all(model, batch, _names(proxy), loss_fn, seed, stop_on_error=False, skip_dead=skip_dead,
+                    consume=consume)

@@ -42,7 +42,7 @@ from ..runs.runner import Runner
 from ..runs.search import SearchResult, run_search, scored_row
 from ..runs.seeding import check_seed, derive_seed
 from ..runs.shards import Shard
-from ..score import score
+from ..score import score_detailed
 from .blocks import PAPER_POOL, BlockType, parse_block
 from .config import Configuration
 from .networks import NetSpec, count_parameters, get_net
@@ -241,7 +241,11 @@ def score_configuration(config: Configuration, batch: tuple[torch.Tensor, torch.
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     model = model.to(device)
-    return float(score(model, (x, y), PROXY, seed=seed))
+    # the network was built for this call alone: give it away, so no private copy is made
+    result = score_detailed(model, (x, y), [PROXY], seed=seed, consume=True)[PROXY]
+    if result.error is not None:
+        raise result.error
+    return float(result.value)
 
 
 def draw_candidate(i: int, search_seed: int, spec: NetSpec, sampler: Sampler, num_classes: int,

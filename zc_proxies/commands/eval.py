@@ -61,6 +61,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--retry-failed", action="store_true",
                    help="score again the architectures whose stored rows have status 'error'")
     p.add_argument("--no-plot", dest="plot", action="store_false", help="skip the scatter plot")
+    p.add_argument("--layout", choices=("auto", "nchw", "nhwc"), default="auto",
+                   help="memory layout to score in (default auto: the space's measured choice on the CPU, "
+                        "NCHW elsewhere)")
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                    help="import MODULE first (and in every worker): registers your own proxies or spaces")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                       out=args.out, data=args.data, shard=args.shard, scheduler=args.scheduler,
                       bootstrap=args.bootstrap, augment=args.augment, sampling=args.sampling, plot=args.plot,
                       imports=tuple(args.imports), wait=args.wait, retry_failed=args.retry_failed,
-                      target=args.target, source=args.source)
+                      target=args.target, source=args.source, layout=args.layout)
     plan = plan_evaluation(req)
     for notice in plan.notices:
         say("zcbench eval", f"warning: {notice}")

@@ -152,6 +152,22 @@ class TrainPass:
         return self
 
 
+def in_logical_order(tensor: torch.Tensor, draw: Callable[[torch.Tensor], object]) -> torch.Tensor:
+    """Fill ``tensor`` in place with ``draw`` (an in-place random initialiser) in its logical element order.
+
+    torch's in-place samplers fill memory in storage order, so the same generator gives a channels-last
+    weight other numbers at each index than a contiguous one; drawing into a contiguous tensor and
+    copying keeps a proxy's randomness the same whatever the model's memory format.
+    """
+    if tensor.is_contiguous():
+        draw(tensor)
+    else:
+        fresh = torch.empty(tensor.shape, dtype=tensor.dtype, device=tensor.device)
+        draw(fresh)
+        tensor.copy_(fresh)
+    return tensor
+
+
 def plain_batch(ctx: ScoringContext) -> bool:
     """Whether the batch runs the model as ``model(inputs)`` on one tensor with the standard loss call.
 

@@ -101,6 +101,7 @@ from torch import nn
 
 from ..errors import ModelError, NonFiniteScoreError
 from ..probes import BlockProbe
+from . import _shared
 from .base import ScoringContext, register_proxy
 from .flops import count_flops
 
@@ -118,7 +119,8 @@ def kaiming_fanin_reinit(net: nn.Module, gen: torch.Generator) -> None:
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu", generator=gen)
+                _shared.in_logical_order(m.weight, lambda w: nn.init.kaiming_normal_(
+                    w, mode="fan_in", nonlinearity="relu", generator=gen))
                 if m.bias is not None:
                     m.bias.zero_()
             elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.affine:
@@ -256,7 +258,7 @@ def az_nas(ctx: ScoringContext) -> dict[str, float]:
         terms = []
         for i in reversed(range(1, len(feats))):
             f_in, f_out = feats[i - 1], feats[i]
-            g_out = (torch.bernoulli(torch.full_like(f_out, 0.5), generator=gen) - 0.5) * 2
+            g_out = (torch.bernoulli(torch.full(f_out.shape, 0.5, dtype=f_out.dtype, device=f_out.device), generator=gen) - 0.5) * 2
             terms.append(block_trainability(f_in, f_out, g_out))
     trainability = sum(terms) / len(terms)
     if WORST >= trainability > -math.inf:

@@ -10,13 +10,19 @@ weights, such as synflow's absolute values, make their own copy).
 A proxy that needs only the loss calls :meth:`ScoringContext.forward_loss` and
 works for every kind of batch (a detector's images and target dicts too); one
 that reads :attr:`ScoringContext.inputs` needs the inputs as one tensor.
+
+A spec also says which part of the network the score depends on
+(:attr:`ProxySpec.network`): the whole network, or only the operations that can
+reach the loss. For a proxy of the second kind :func:`~zc_proxies.score` runs a
+working copy without the operations that cannot change its score, where the
+model says which those are (:class:`DeadOps`; NAS-Bench-201 cells do).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -26,6 +32,33 @@ from ..batch import Batch, LossFn, model_device
 from ..errors import BatchError, DuplicateNameError, UnknownNameError
 
 BNMode = Literal["train", "eval"]
+
+#: The part of a network a proxy's score depends on (:attr:`ProxySpec.network`), widest first.
+WHOLE = "whole"
+REACHING = "reaching"
+LIVE = "live"
+NETWORK_SCOPES: tuple[str, ...] = (WHOLE, REACHING, LIVE)
+NetworkScope = Literal["whole", "reaching", "live"]
+
+
+@runtime_checkable
+class DeadOps(Protocol):
+    """A module that knows which of its operations a proxy of a given network scope can do without.
+
+    :func:`~zc_proxies.score` asks every submodule of a model that has these two
+    methods (NAS-Bench-201's :class:`~zc_proxies.spaces.nb201.model.Cell`), on the
+    caller's model, which ops it could drop for each scope among the proxies, and
+    drops them on the private working copy of the proxies of that scope.
+    """
+
+    def dead_ops(self, scope: str) -> frozenset[int]:
+        """Indices of this module's ops that a proxy of ``scope`` (see :class:`ProxySpec`) does not need.
+
+        Must not change the module; must be empty for ``"whole"``.
+        """
+
+    def drop_ops(self, ops: frozenset[int]) -> None:
+        """Stop computing ``ops`` (indices from :meth:`dead_ops`), in place, on a private copy."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +97,39 @@ class ProxySpec:
         For a population proxy: the registered aggregation
         (:mod:`zc_proxies.proxies.population`) that turns the component vectors
         of a whole population into its final scores, at report time.
+    network
+        Which operations of the network the score depends on, so which ones a
+        scorer may skip without changing it (the score must be *exactly* the
+        same, not nearly):
+
+        ``"whole"`` (the default)
+            Every operation. For proxies that read activations or weights
+            wherever they are (naswot's ReLU codes, meco, l2_norm), count
+            (params, flops), re-initialise the network by drawing weights in
+            module order (zen, swap, az_nas, vkdnw), or pick parameters by
+            position (vkdnw).
+        ``"reaching"``
+            The operations whose output can reach the loss through operations
+            other than the zero op: one whose output is discarded or multiplied
+            by zero has no gradient of anything, so a proxy computed from the
+            loss or the outputs and their gradients (of activations or of any
+            parameter) does not see it.
+        ``"live"``
+            As ``"reaching"``, and also without the operations whose output is
+            identically zero because their input is (an op fed only through zero
+            ops, or a ReLU-Conv-BN of zeros whose BatchNorm shift is 0). Such an
+            op's conv weight has a zero gradient and its activations are zero,
+            but its BatchNorm shift does get a gradient: only for proxies that
+            read activations, activation-times-gradient products, Conv2d/Linear
+            weights and their gradients, or the input jacobian; never for one
+            that differentiates BatchNorm parameters.
+
+        "Exactly" means to the last bit, in every memory layout the engine
+        may use: grasp's Hessian-vector product is the same in exact
+        arithmetic without the dead ops, but in channels_last its second
+        backward pass rounds differently once the zero contributions of the
+        dead ops are gone (about 1e-6 relative), so grasp needs the whole
+        network.
     """
 
     name: str
@@ -75,10 +141,14 @@ class ProxySpec:
     description: str = ""
     components: tuple[Component, ...] = ()
     aggregate: str | None = None
+    network: NetworkScope = WHOLE
 
     def __post_init__(self) -> None:
         if self.bn_mode not in ("train", "eval"):
             raise ValueError(f"bn_mode must be 'train' or 'eval', got {self.bn_mode!r}")
+        if self.network not in NETWORK_SCOPES:
+            raise ValueError(f"proxy {self.name!r}: network must be one of {', '.join(map(repr, NETWORK_SCOPES))}, "
+                             f"got {self.network!r}")
         if bool(self.components) != bool(self.aggregate):
             raise ValueError(f"proxy {self.name!r}: a population proxy declares both its components and its "
                              "aggregation; an ordinary one neither")
@@ -184,6 +254,7 @@ def register_proxy(
     description: str | None = None,
     components: Sequence[Component | str] = (),
     aggregate: str | None = None,
+    network: NetworkScope = WHOLE,
 ) -> Callable[[Callable[[ScoringContext], float]], Callable[[ScoringContext], float]]:
     """Decorator that registers a proxy function under ``name``.
 
@@ -192,6 +263,8 @@ def register_proxy(
     :class:`~zc_proxies.errors.DuplicateNameError`. A population proxy passes
     ``components`` (names, or :class:`Component` for a lower-is-better one) and
     the name of its ``aggregate``; its function returns ``{component: value}``.
+    ``network`` says which operations the score depends on (see :class:`ProxySpec`;
+    the default, ``"whole"``, is always safe).
     """
 
     def decorate(fn: Callable[[ScoringContext], float]) -> Callable[[ScoringContext], float]:
@@ -206,6 +279,7 @@ def register_proxy(
             description=description if description is not None else (doc[0] if doc else ""),
             components=tuple(c if isinstance(c, Component) else Component(c) for c in components),
             aggregate=aggregate,
+            network=network,
         )
         proxy = Proxy(spec=spec, fn=fn)
         PROXIES.add(name, proxy)
@@ -251,7 +325,7 @@ def spec_of(name: str) -> ProxySpec:
                                    f"(has: {', '.join(c.name for c in spec.components) or 'none'})")
         return ProxySpec(name=name, needs_labels=spec.needs_labels, needs_grad=spec.needs_grad,
                          bn_mode=spec.bn_mode, higher_is_better=found[0].higher_is_better, version=spec.version,
-                         description=f"the {component} component of {parent}")
+                         description=f"the {component} component of {parent}", network=spec.network)
     return get_proxy(name).spec
 
 

@@ -51,7 +51,8 @@ def epe_score(jacobian: torch.Tensor, labels: torch.Tensor, num_outputs: int) ->
     return float((s[:, None] - s[None, :]).abs().sum() / len(per_class))
 
 
-@register_proxy("epe_nas", needs_labels=True, needs_grad=True, bn_mode="train", version="1")
+@register_proxy("epe_nas", needs_labels=True, needs_grad=True, bn_mode="train", version="1",
+                network="live")
 def epe_nas(ctx: ScoringContext) -> float:
     """Sum over classes of |sum log(|corr| + 1e-5)| of the input jacobians (EPE-NAS)."""
     labels = ctx.targets

@@ -58,7 +58,8 @@ def _saliencies(ctx: ScoringContext, modules: list[nn.Module]) -> list[tuple[nn.
 _shared.declare("fisher", "conv_saliencies")
 
 
-@register_proxy("fisher", needs_labels=True, needs_grad=True, bn_mode="train", version="1")
+@register_proxy("fisher", needs_labels=True, needs_grad=True, bn_mode="train", version="1",
+                network="live")
 def fisher(ctx: ScoringContext) -> float:
     """Fisher at every Conv2d/Linear output, fan-in weighted (zero-cost literature)."""
     layers = [m for m in ctx.model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -74,7 +75,8 @@ def fisher(ctx: ScoringContext) -> float:
     return float(total)
 
 
-@register_proxy("fisher_potential", needs_labels=True, needs_grad=True, bn_mode="train", version="1")
+@register_proxy("fisher_potential", needs_labels=True, needs_grad=True, bn_mode="train", version="1",
+                network="live")
 def fisher_potential(ctx: ScoringContext) -> float:
     """BlockSwap's Fisher potential: probes at block outputs, channels summed unweighted."""
     blocks = [m for m in ctx.model.modules() if isinstance(m, BlockProbe)]

@@ -18,7 +18,8 @@ from .base import ScoringContext, register_proxy
 _shared.declare("grad_norm", "weight_grads")
 
 
-@register_proxy("grad_norm", needs_labels=True, needs_grad=True, bn_mode="train", version="1")
+@register_proxy("grad_norm", needs_labels=True, needs_grad=True, bn_mode="train", version="1",
+                network="live")
 def grad_norm(ctx: ScoringContext) -> float:
     """Sum over Conv2d/Linear layers of the L2 norm of the weight's loss gradient."""
     _shared.require_weight_layers(ctx.model, "grad_norm")

@@ -42,7 +42,8 @@ BATCH_SIZE = 128
 _shared.declare("gradsign", "sample_grad_signs")
 
 
-@register_proxy("gradsign", needs_labels=True, needs_grad=True, bn_mode="train", version="1")
+@register_proxy("gradsign", needs_labels=True, needs_grad=True, bn_mode="train", version="1",
+                network="live")
 def gradsign(ctx: ScoringContext) -> float:
     """Sum over Conv2d/Linear weights of |sum over samples of sign(per-sample loss gradient)|."""
     _shared.require_weight_layers(ctx.model, "gradsign")

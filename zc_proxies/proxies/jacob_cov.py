@@ -37,7 +37,8 @@ def jacobian_score(jacobian: torch.Tensor) -> float:
     return float(-(torch.log(v + EPS) + 1.0 / (v + EPS)).sum())
 
 
-@register_proxy("jacob_cov", needs_labels=False, needs_grad=True, bn_mode="train", version="1")
+@register_proxy("jacob_cov", needs_labels=False, needs_grad=True, bn_mode="train", version="1",
+                network="live")
 def jacob_cov(ctx: ScoringContext) -> float:
     """Eigenvalue score of the correlation of per-sample input jacobians (NAS-Bench-Suite-Zero jacov)."""
     return jacobian_score(_shared.train_pass(ctx, "input_jacobian").input_jacobian)

@@ -71,7 +71,8 @@ def _require_parameters(ctx: ScoringContext) -> None:
                          f"{type(ctx.model).__name__} has none")
 
 
-@register_proxy("ntk_trace", needs_labels=True, needs_grad=True, bn_mode="train", version="1")
+@register_proxy("ntk_trace", needs_labels=True, needs_grad=True, bn_mode="train", version="1",
+                network="reaching")
 def ntk_trace(ctx: ScoringContext) -> float:
     """sqrt(trace(J J^T)/N), J the per-sample gradients of each sample's target logit (all parameters)."""
     _require_parameters(ctx)
@@ -79,7 +80,8 @@ def ntk_trace(ctx: ScoringContext) -> float:
     return math.sqrt(float(norms.mean()))
 
 
-@register_proxy("nasi", needs_labels=True, needs_grad=True, bn_mode="train", version="1")
+@register_proxy("nasi", needs_labels=True, needs_grad=True, bn_mode="train", version="1",
+                network="reaching")
 def nasi(ctx: ScoringContext) -> float:
     """NASI's trace-norm approximation: the L2 norm of the minibatch loss gradient over all parameters."""
     _require_parameters(ctx)

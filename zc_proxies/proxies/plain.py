@@ -19,7 +19,8 @@ from .base import ScoringContext, register_proxy
 _shared.declare("plain", "weight_grads")
 
 
-@register_proxy("plain", needs_labels=True, needs_grad=True, bn_mode="train", version="1")
+@register_proxy("plain", needs_labels=True, needs_grad=True, bn_mode="train", version="1",
+                network="live")
 def plain(ctx: ScoringContext) -> float:
     """Sum over Conv2d/Linear weights of w * dL/dw (signed)."""
     layers = _shared.require_weight_layers(ctx.model, "plain")

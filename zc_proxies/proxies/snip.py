@@ -18,7 +18,8 @@ from .base import ScoringContext, register_proxy
 _shared.declare("snip", "weight_grads")
 
 
-@register_proxy("snip", needs_labels=True, needs_grad=True, bn_mode="train", version="1")
+@register_proxy("snip", needs_labels=True, needs_grad=True, bn_mode="train", version="1",
+                network="live")
 def snip(ctx: ScoringContext) -> float:
     """Sum over Conv2d/Linear weights of |w * dL/dw| (SNIP saliency)."""
     layers = _shared.require_weight_layers(ctx.model, "snip")

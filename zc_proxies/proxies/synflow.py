@@ -66,13 +66,15 @@ def synaptic_flow(ctx: ScoringContext, *, keep_bn: bool, proxy: str) -> float:
     return _shared.layer_sum((w.detach() * g).abs() for w, g in zip(weights, grads) if g is not None)
 
 
-@register_proxy("synflow", needs_labels=False, needs_grad=True, bn_mode="train", version="1")
+@register_proxy("synflow", needs_labels=False, needs_grad=True, bn_mode="train", version="1",
+                network="live")
 def synflow(ctx: ScoringContext) -> float:
     """Synaptic flow of the absolute network without BatchNorm, input of ones, float64."""
     return synaptic_flow(ctx, keep_bn=False, proxy="synflow")
 
 
-@register_proxy("synflow_bn", needs_labels=False, needs_grad=True, bn_mode="train", version="1")
+@register_proxy("synflow_bn", needs_labels=False, needs_grad=True, bn_mode="train", version="1",
+                network="live")
 def synflow_bn(ctx: ScoringContext) -> float:
     """Synaptic flow of the absolute network with train-mode BatchNorm, input of ones, float64."""
     return synaptic_flow(ctx, keep_bn=True, proxy="synflow_bn")

@@ -220,7 +220,7 @@ def logit_jacobians(net: nn.Module, x: torch.Tensor, names: list[str],
     buffers = {k: v.detach() for k, v in net.named_buffers()}
     hot = {}
     for k in names:
-        h = torch.zeros_like(params[k])
+        h = torch.zeros(params[k].shape, dtype=params[k].dtype, device=params[k].device)  # logical order
         h.view(-1)[0] = 1.0
         hot[k] = h
 
@@ -320,7 +320,8 @@ def az_terms(net: nn.Module, x: torch.Tensor, gen: torch.Generator, proxy: str =
         expressivity = float(sum(isotropy(f) for f in feats))
         terms = []
         for i in reversed(range(1, len(feats))):
-            g_out = (torch.bernoulli(torch.full_like(feats[i], 0.5), generator=gen) - 0.5) * 2
+            g_out = (torch.bernoulli(torch.full(feats[i].shape, 0.5, dtype=feats[i].dtype, device=feats[i].device),
+                                     generator=gen) - 0.5) * 2
             terms.append(block_trainability(feats[i - 1], feats[i], g_out, proxy))
     trainability = sum(terms) / len(terms) if terms else math.nan
     if WORST >= trainability > -math.inf:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from . import _shared
 from .base import ScoringContext, register_proxy
 
 MIXUP_GAMMA = 1e-2
@@ -41,7 +42,7 @@ def gaussian_reinit(net: nn.Module, gen: torch.Generator, *, reset_running_stats
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.weight.normal_(0.0, 1.0, generator=gen)
+                _shared.in_logical_order(m.weight, lambda w: w.normal_(0.0, 1.0, generator=gen))
                 if m.bias is not None:
                     m.bias.zero_()
             elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):

@@ -90,7 +90,8 @@ def half_batch_grads(ctx: ScoringContext, weights: list[torch.Tensor]) -> list[l
     return out
 
 
-@register_proxy("zico", needs_labels=True, needs_grad=True, bn_mode="train", version="1")
+@register_proxy("zico", needs_labels=True, needs_grad=True, bn_mode="train", version="1",
+                network="live")
 def zico(ctx: ScoringContext) -> float:
     """Sum over Conv2d/Linear layers of log(sum of mean|g|/std(g)) across two half-batches."""
     layers = _shared.require_weight_layers(ctx.model, "zico")

@@ -48,6 +48,7 @@ from ..spaces import SearchSpace
 from ..spaces.spec import SpaceSpec, open_space, open_spec
 from .device import check_device
 from .execute import RunSummary, execute
+from .layout import apply_layout, resolve_layout
 from .runner import Runner
 from .seeding import check_seed, derive_seed, rng
 from .shards import Shard, resolve_shard, shard_items, shard_path
@@ -89,6 +90,9 @@ class EvalConfig:
     imports
         Modules every worker imports first, so spaces and proxies registered
         by user code (not by an installed entry point) exist in spawned workers.
+    layout
+        ``"nchw"`` or ``"nhwc"``: the memory layout networks and minibatches are
+        scored in (:mod:`zc_proxies.runs.layout`; recorded per row, like the device).
     source
         The results file the space is opened from (``--source``: an official
         benchmark file), absolute; None: the tables under ``data_root``. It
@@ -109,6 +113,7 @@ class EvalConfig:
     sampling: str = "uniform"
     imports: tuple[str, ...] = ()
     source: str | None = None
+    layout: str = "nchw"
 
 
 @dataclass
@@ -200,7 +205,7 @@ def score_arch(state: WorkerState, item: tuple[int, tuple[str, ...]]) -> list[di
     base = {
         "space": cfg.space, "dataset": cfg.dataset, "index": int(index), "arch": _jsonable(arch),
         "seed": int(cfg.seed), "arch_seed": seed, "batch_size": cfg.batch_size, **state.source.settings(),
-        "device": cfg.device, "threads": torch.get_num_threads(),
+        "device": cfg.device, "threads": torch.get_num_threads(), "layout": cfg.layout,
     }
 
     def row(name: str, status: str, value: float | None, seconds: float, message: str | None, together: int) -> dict:
@@ -216,6 +221,8 @@ def score_arch(state: WorkerState, item: tuple[int, tuple[str, ...]]) -> list[di
                 torch.manual_seed(seed)
                 model = state.space.build(arch, state.num_classes)
             model = model.to(cfg.device)
+            model, inputs = apply_layout(model, batch[0], cfg.layout)
+            batch = (inputs, *batch[1:])
         except Exception as exc:  # noqa: BLE001
             build_error = exc
     if build_error is not None:
@@ -224,7 +231,7 @@ def score_arch(state: WorkerState, item: tuple[int, tuple[str, ...]]) -> list[di
                     1) for n in names]
     t0 = time.perf_counter()
     try:
-        results = score_detailed(model, batch, list(names), seed=seed)
+        results = score_detailed(model, batch, list(names), seed=seed, consume=True)  # built for this call only
     except Exception as exc:  # noqa: BLE001 - a batch that does not fit the model fails every proxy
         spent = time.perf_counter() - t0
         return [row(n, ERROR, None, spent, error_message(exc), len(names)) for n in names]
@@ -404,6 +411,7 @@ class EvalRequest:
     retry_failed: bool = False
     target: str | None = None
     source: str | None = None
+    layout: str = "auto"
 
 
 @dataclass
@@ -427,7 +435,8 @@ class EvalPlan:
         source = f" (results from {cfg.source})" if cfg.source else ""
         return (f"{len(self.indices)} architectures{shard} of {self.spec.text}{source}, proxies "
                 f"{', '.join(cfg.proxies)}, targets {', '.join(s for s, _ in self.spec.targets)}, "
-                f"batch {cfg.batch_size}, seed {cfg.seed}, on {self.runner.describe()} x {cfg.threads} thread(s); "
+                f"batch {cfg.batch_size}, seed {cfg.seed}, {cfg.layout.upper()}, on {self.runner.describe()} x "
+                f"{cfg.threads} thread(s); "
                 f"store {self.path}")
 
 
@@ -470,7 +479,7 @@ def plan_evaluation(req: EvalRequest) -> EvalPlan:
     config = EvalConfig(space=spec.space, dataset=spec.dataset, proxies=proxies, batch_size=req.batch_size,
                         seed=req.seed, data_root=str(root), device=device, threads=req.threads,
                         augment=req.augment, sampling=req.sampling, imports=tuple(req.imports),
-                        source=results_source)
+                        source=results_source, layout=resolve_layout(req.layout, space, device))
     runner = Runner(req.workers, req.scheduler)
     return EvalPlan(req, config, spec, space, source, indices, shard, path, runner, notices)
 

@@ -27,6 +27,14 @@ Glorot uniform for the dense layer, zero biases.
 
 Each cell's output passes through a :class:`~zc_proxies.probes.BlockProbe`, so
 ``fisher_potential`` sees one block per cell (nine in all).
+
+Nothing here is dead for any proxy (unlike NAS-Bench-201 cells, see
+:meth:`zc_proxies.spaces.nb201.model.Cell.dead_ops`), so these cells offer no
+ops to skip: a built cell is pruned (every vertex on an input -> output path),
+there is no zero op, and every channel of every vertex is read (the output
+concatenates a vertex whole; a vertex that does not feed the output has the
+largest channel count among its successors, so one of them reads all of it).
+``tests/test_live_pruning.py`` checks this on all 423,624 cells.
 """
 
 from __future__ import annotations

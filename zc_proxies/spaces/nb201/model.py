@@ -24,6 +24,13 @@ reduction blocks carries one :class:`~zc_proxies.BlockProbe`, 17 in all.
 * In a reduction block the probe sits after the second conv + BN, before the
   shortcut is added, as BlockSwap places it in ResNet blocks.
 
+Skipping dead ops: a :class:`Cell` says which of its edges cannot change the
+score of a proxy of a given network scope (:meth:`Cell.dead_ops`, rules in
+:mod:`.liveness`), and :func:`~zc_proxies.score` drops those on its private copy
+for the proxies that allow it (:attr:`~zc_proxies.proxies.base.ProxySpec.network`).
+The network is always built whole, so the weights of the ops that stay are the
+ones the whole network has.
+
 Weights use PyTorch's default initialisation (the benchmark applies none of
 its own). Module names match the official ``TinyNetwork`` (``stem``,
 ``cells.<k>.layers.<e>``, ``cells.<k>.conv_a`` ..., ``lastact``,
@@ -38,7 +45,9 @@ from torch import nn
 
 from ...errors import ModelError
 from ...probes import BlockProbe
+from ...proxies.base import LIVE
 from .arch import EDGES, NUM_NODES, parse_arch
+from .liveness import ZERO_PRESERVING, dead_ops
 from .ops import ReLUConvBN, make_op
 
 #: Channels of the first stage and cells per stage, as in the benchmark.
@@ -47,6 +56,28 @@ CELLS_PER_STAGE = 5
 
 #: Kernel size of each cell op that holds parameters (a ReLU-Conv-BN); the other ops hold none.
 CONV_KERNELS: dict[str, int] = {"nor_conv_1x1": 1, "nor_conv_3x3": 3}
+
+
+class DroppedOp(nn.Module):
+    """Stands in for a cell op that was dropped because it cannot change the score (holds nothing)."""
+
+    def __init__(self, op: str) -> None:
+        super().__init__()
+        self.op = op
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise ModelError(f"the {self.op} op of this cell was dropped (it cannot change the score of the proxies "
+                         "this copy is for) and cannot run")
+
+    def extra_repr(self) -> str:
+        return f"dropped {self.op}"
+
+
+def _shift_is_zero(op: nn.Module) -> bool:
+    """Whether a ReLU-Conv-BN maps zeros to zeros: conv bias (if any), BatchNorm shift and running mean all 0."""
+    conv, bn = op.op[1], op.op[2]
+    zero = [t for t in (conv.bias, bn.bias, bn.running_mean) if t is not None]
+    return all(not bool(t.detach().any()) for t in zero)
 
 
 class Cell(nn.Module):
@@ -58,6 +89,12 @@ class Cell(nn.Module):
         Six op names in :data:`~zc_proxies.spaces.nb201.arch.EDGES` order.
     channels
         Channels of the input, of every node and of the output.
+
+    Attributes
+    ----------
+    kept
+        Per edge, whether ``forward`` computes it; all True unless
+        :meth:`drop_ops` dropped some. A node without a computed edge is zeros.
     """
 
     def __init__(self, ops: tuple[str, ...], channels: int) -> None:
@@ -65,20 +102,57 @@ class Cell(nn.Module):
         self.ops = tuple(ops)
         self.layers = nn.ModuleList(make_op(op, channels) for op in self.ops)
         self.probe = BlockProbe()
+        self.kept: tuple[bool, ...] = (True,) * len(self.ops)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        nodes = [x]
+        # node j = op_{j<-0}(node 0) + op_{j<-1}(node 1) + ..., added left to right; dropped edges add
+        # exact zeros in the whole cell, so leaving them out changes no value
+        nodes: list[torch.Tensor | None] = [x]
         k = 0
         for j in range(1, NUM_NODES + 1):
-            total = self.layers[k](nodes[0])
-            for i in range(1, j):
-                total = total + self.layers[k + i](nodes[i])
+            total = None
+            for i in range(j):
+                if self.kept[k + i]:
+                    source = nodes[i] if nodes[i] is not None else x.mul(0.0)
+                    term = self.layers[k + i](source)
+                    total = term if total is None else total + term
             nodes.append(total)
             k += j
-        return self.probe(nodes[-1])
+        out = nodes[-1]
+        # an output of zeros stays tied to the input, as the zero op ties it in the whole cell
+        return self.probe(out if out is not None else x.mul(0.0))
+
+    def dead_ops(self, scope: str) -> frozenset[int]:
+        """Edges holding an op other than ``none`` that a proxy of network ``scope`` does not need (:mod:`.liveness`).
+
+        Whether a ReLU-Conv-BN of zeros gives zeros is read off its weights
+        (conv bias, BatchNorm shift and running mean 0, as initialised), so a
+        cell with trained weights drops only what stays exact for it. ``none``
+        edges are not listed: skipping one saves only a multiplication by zero,
+        so a cell with nothing else to drop is scored whole, with the proxies
+        that need it whole (one shared copy instead of two).
+        """
+        zero_preserving = None
+        if scope == LIVE:  # only "live" skips ops because their input is zeros
+            zero_preserving = [op in ZERO_PRESERVING or (isinstance(layer, ReLUConvBN) and _shift_is_zero(layer))
+                               for op, layer in zip(self.ops, self.layers)]
+        return frozenset(k for k in dead_ops(self.ops, scope, zero_preserving) if self.kept[k])
+
+    def drop_ops(self, ops: frozenset[int]) -> None:
+        """Stop computing the edges ``ops`` (from :meth:`dead_ops`) and every ``none`` edge, in place.
+
+        The dropped ops' modules become :class:`DroppedOp`. A ``none`` edge adds
+        zeros and passes no gradient, so it is left out too: that is exact for
+        every scope but ``"whole"``, for which nothing is ever dropped.
+        """
+        for k in ops:
+            self.layers[k] = DroppedOp(self.ops[k])
+        self.kept = tuple(keep and k not in ops and op != "none"
+                          for k, (op, keep) in enumerate(zip(self.ops, self.kept)))
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{j}<-{i}: {op}" for (j, i), op in zip(EDGES, self.ops))
+        return ", ".join(f"{j}<-{i}: {op}" + ("" if keep else " (dropped)")
+                         for (j, i), op, keep in zip(EDGES, self.ops, self.kept))
 
 
 class ReductionBlock(nn.Module):

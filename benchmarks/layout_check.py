@@ -1,0 +1,135 @@
+#!/usr/bin/env python
+"""NCHW against NHWC (channels-last): speed and rank agreement of the scores, side by side in one run.
+
+A space's CPU layout (``cpu_layout``, :mod:`zc_proxies.runs.layout`) may be
+NHWC only where NHWC is faster *and* ranks architectures as NCHW does
+(Spearman >= 0.999 over a sample). This script measures both, per proxy:
+for a seeded sample of the space (the evaluator's sampler), each
+architecture goes through the evaluator's own task (``score_arch``: its
+minibatch, weights and proxy seed from its ``arch_seed``) once per layout,
+the two layouts alternating which goes first. For BlockSwap (``--space
+blockswap``) the candidates of ``zcbench blockswap search`` are scored with
+and without ``channels_last``. Printed: the machine and settings, the median
+seconds per architecture in each layout and their ratio, the Spearman
+correlation of the two layouts' scores and the largest relative difference.
+Usage::
+
+    python benchmarks/layout_check.py --space nb201-cifar10 --sample 100 --proxies fisher,grad_norm,snip
+    python benchmarks/layout_check.py --space nb101-cifar10 --sample 30
+    python benchmarks/layout_check.py --space blockswap --sample 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from zc_proxies.data import data_root
+from zc_proxies.errors import RunError, guarded
+from zc_proxies.runs.evaluation import EvalConfig, parse_proxies, positive, sample_indices, score_arch, setup_worker
+from zc_proxies.runs.store import ERROR, OK
+from zc_proxies.spaces.spec import open_spec
+
+
+def machine_line(threads: int) -> str:
+    return (f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, {platform.system()} "
+            f"{platform.release()}; python {platform.python_version()}, torch {torch.__version__}, "
+            f"{threads} torch thread(s), load average {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+
+
+def _space_runs(args: argparse.Namespace, root: str) -> tuple[dict, dict]:
+    space, spec = open_spec(args.space, root, None)
+    proxies = parse_proxies(args.proxies)
+    base = EvalConfig(space=spec.space, dataset=spec.dataset, proxies=proxies, batch_size=args.batch_size,
+                      seed=args.seed, data_root=root, threads=args.threads)
+    states = {layout: setup_worker(dataclasses.replace(base, layout=layout)) for layout in ("nchw", "nhwc")}
+    indices = sample_indices(range(len(space)), args.sample, args.seed)
+    seconds: dict[str, list[float]] = defaultdict(list)
+    scores: dict[str, dict[str, list[float]]] = {"nchw": defaultdict(list), "nhwc": defaultdict(list)}
+    for k, i in enumerate(indices):
+        order = ("nchw", "nhwc") if k % 2 == 0 else ("nhwc", "nchw")
+        for layout in order:
+            t0 = time.perf_counter()
+            rows = score_arch(states[layout], (i, proxies))
+            seconds[layout].append(time.perf_counter() - t0)
+            for r in rows:
+                if r["status"] == ERROR:
+                    raise RunError(f"architecture {i}, {layout}: {r['proxy']} failed: {r['message']}")
+                scores[layout][r["proxy"]].append(r["score"] if r["status"] == OK else math.nan)
+    print(f"settings: {args.space}, {len(indices)} archs sampled with seed {args.seed}, batch {args.batch_size}, "
+          f"proxies {', '.join(proxies)} scored together, CPU, one process")
+    return seconds, scores
+
+
+def _blockswap_runs(args: argparse.Namespace, root: str) -> tuple[dict, dict]:
+    from zc_proxies.blockswap.search import SearchJob, SearchSettings, draw_candidate, score_configuration, setup_search
+
+    settings = SearchSettings(net=args.net, budget=args.budget, samples=args.sample, seed=args.seed,
+                              batch_size=args.batch_size)
+    state = setup_search(SearchJob(settings, root, "cpu", args.threads))
+    seconds: dict[str, list[float]] = defaultdict(list)
+    scores: dict[str, dict[str, list[float]]] = {"nchw": defaultdict(list), "nhwc": defaultdict(list)}
+    for i in range(args.sample):
+        row, config = draw_candidate(i, settings.seed, state.spec, state.sampler, settings.classes,
+                                     settings.batch_size, False)
+        batch = state.source.batch(settings.batch_size, row["seed"])
+        order = ("nchw", "nhwc") if i % 2 == 0 else ("nhwc", "nchw")
+        for layout in order:
+            t0 = time.perf_counter()
+            value = score_configuration(config, batch, row["seed"], "cpu", channels_last=layout == "nhwc")
+            seconds[layout].append(time.perf_counter() - t0)
+            scores[layout]["fisher_potential"].append(value)
+    print(f"settings: BlockSwap candidates of {args.net} within {args.budget:,} parameters (search seed "
+          f"{args.seed}), batch {args.batch_size}, fisher_potential, CPU, one process")
+    return seconds, scores
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--space", default="nb201-cifar10", help="a space as zcbench eval names it, or 'blockswap'")
+    p.add_argument("--proxies", default="fisher")
+    p.add_argument("--sample", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=None, help="default: 64 (128 for blockswap)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--net", default="wrn-40-2", help="BlockSwap skeleton (default wrn-40-2)")
+    p.add_argument("--budget", type=int, default=800_000, help="BlockSwap budget (default 800000)")
+    p.add_argument("--data", default=None)
+    args = p.parse_args(argv)
+    positive(args.sample, "--sample")
+    positive(args.threads, "--threads")
+    if args.batch_size is None:
+        args.batch_size = 128 if args.space == "blockswap" else 64
+    positive(args.batch_size, "--batch-size")
+    torch.set_num_threads(args.threads)
+    root = str(data_root(args.data))
+    print(machine_line(args.threads))
+    run = _blockswap_runs if args.space == "blockswap" else _space_runs
+    seconds, scores = run(args, root)
+    nchw, nhwc = statistics.median(seconds["nchw"]), statistics.median(seconds["nhwc"])
+    print(f"\nmedian s/arch: NCHW {nchw:.3f}, NHWC {nhwc:.3f}; NHWC is {nchw / nhwc:.2f}x as fast\n")
+    print("| proxy | Spearman NCHW vs NHWC | largest relative difference | NaN in NCHW / NHWC |")
+    print("|---|---|---|---|")
+    for proxy in scores["nchw"]:
+        a, b = np.asarray(scores["nchw"][proxy], float), np.asarray(scores["nhwc"][proxy], float)
+        both = np.isfinite(a) & np.isfinite(b)  # NaN scores (e.g. a cell with no input path) compared apart
+        a_ok, b_ok = a[both], b[both]
+        rho = spearmanr(a_ok, b_ok).statistic if both.sum() > 2 else math.nan
+        rel = float(np.max(np.abs(a_ok - b_ok) / np.maximum(np.abs(a_ok), 1e-300))) if both.any() else math.nan
+        print(f"| {proxy} | {rho:.5f} | {rel:.2e} | {int((~np.isfinite(a)).sum())} / {int((~np.isfinite(b)).sum())} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(guarded("layout_check.py", main))

@@ -1,0 +1,52 @@
+"""Memory layout of the networks a run scores: NCHW (torch's default) or NHWC (channels-last).
+
+On the CPU, oneDNN runs the small convolutions of cell-based benchmarks much
+faster in NHWC. A different layout changes the order of float32 additions, so
+scores move in their last digits (about 1e-3 relative for ``fisher`` on
+NAS-Bench-201); it is chosen per space, only where it is faster *and* ranks
+the space's architectures as NCHW does (``benchmarks/layout_check.py``
+measures both). The layout is an execution detail like the device or the
+thread count: it is recorded in every stored row, not in the store's settings.
+
+A space states its CPU choice as the class attribute ``cpu_layout``
+(``"nchw"`` when it states none). On other devices ``auto`` means NCHW: no
+measurement there supports anything else.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+LAYOUTS = ("auto", "nchw", "nhwc")
+_FORMATS = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
+
+
+def resolve_layout(option: str, space: object, device: str | torch.device) -> str:
+    """``nchw`` or ``nhwc`` for ``--layout option`` on ``device`` (``auto``: the space's CPU choice)."""
+    if option not in LAYOUTS:
+        raise ConfigError(f"--layout {option!r} is not a layout; use one of {', '.join(LAYOUTS)}")
+    if option != "auto":
+        return option
+    if torch.device(device).type != "cpu":
+        return "nchw"
+    chosen = getattr(space, "cpu_layout", "nchw")
+    if chosen not in _FORMATS:
+        raise ConfigError(f"space {getattr(space, 'name', space)!r} declares cpu_layout {chosen!r}; "
+                          f"use one of {', '.join(_FORMATS)}")
+    return chosen
+
+
+def apply_layout(model: nn.Module, inputs: torch.Tensor, layout: str) -> tuple[nn.Module, torch.Tensor]:
+    """``model`` (in place) and ``inputs`` in ``layout``; 4-d tensors only are affected, as torch does."""
+    if layout not in _FORMATS:
+        raise ConfigError(f"layout {layout!r} is not one of {', '.join(_FORMATS)}")
+    if layout == "nchw":
+        return model, inputs
+    fmt = _FORMATS[layout]
+    model = model.to(memory_format=fmt)
+    if inputs.dim() == 4:
+        inputs = inputs.contiguous(memory_format=fmt)
+    return model, inputs
