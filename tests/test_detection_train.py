@@ -1,4 +1,4 @@
-"""Training the Mask R-CNN backbone: the 1x schedule and its scaling, seeded batches, resume = straight,
+"""Training the Mask R-CNN backbone: the paper's (torchvision's) schedule and its scaling, seeded batches, resume = straight,
 the train-detector / eval-detector commands and their refusals of bad input."""
 
 from __future__ import annotations
@@ -29,21 +29,27 @@ TINY = {"min_size": 96, "max_size": 128, "detector_options": FAST_HEADS}
 
 
 # -- the schedule -----------------------------------------------------------------------------------
-def test_defaults_are_the_1x_schedule_and_scale_linearly():
+def test_defaults_are_the_papers_schedule_and_scale_linearly():
+    # torchvision's Mask R-CNN defaults on train2017's 117,266 annotated images: 7,330 iterations an epoch at batch 16
     s = DetectionTrainSettings()
-    assert (s.iterations, s.batch_size, s.lr, s.steps, s.warmup_iters) == (90_000, 16, 0.02, (60_000, 80_000), 500)
-    assert (s.momentum, s.weight_decay, s.gamma, s.warmup_factor) == (0.9, 1e-4, 0.1, pytest.approx(1 / 3))
+    assert (s.iterations, s.batch_size, s.lr, s.steps, s.warmup_iters) == (26 * 7330, 16, 0.02,
+                                                                          (16 * 7330, 22 * 7330), 1000)
+    assert (s.momentum, s.weight_decay, s.gamma, s.warmup_factor) == (0.9, 1e-4, 0.1, 1e-3)
+    assert (s.bias_lr_factor, s.bias_weight_decay) == (1.0, 1e-4)  # every parameter alike
     assert DetectionTrainSettings.scaled(16) == s
-    eight = DetectionTrainSettings.scaled(8)  # Detectron's batch-8 variant: lr 0.01, twice the iterations
-    assert (eight.iterations, eight.lr, eight.steps, eight.warmup_iters) == (180_000, 0.01, (120_000, 160_000), 1000)
-    short = DetectionTrainSettings.scaled(2, iterations=900)
-    assert (short.lr, short.steps, short.warmup_iters) == (0.0025, (600, 800), 5)
+    eight = DetectionTrainSettings.scaled(8)  # lr 0.01, twice the iterations: the same 26 epochs
+    assert (eight.iterations, eight.lr, eight.steps, eight.warmup_iters) == (26 * 14659, 0.01,
+                                                                            (16 * 14659, 22 * 14659), 1000)
+    tiny = DetectionTrainSettings.scaled(2, num_images=6)  # the sample: 3 iterations an epoch, warm-up 2
+    assert (tiny.iterations, tiny.steps, tiny.warmup_iters) == (78, (48, 66), 2)
+    short = DetectionTrainSettings.scaled(2, iterations=260, num_images=6)
+    assert (short.lr, short.steps, short.warmup_iters) == (0.0025, (160, 220), 2)
     assert DetectionTrainSettings.scaled(2, iterations=900, lr=0.01, steps=(100,)).steps == (100,)
-    # warm-up from lr / 3, then x0.1 after each step
-    assert s.lr_at(0) == pytest.approx(0.02 / 3)
-    assert s.lr_at(250) == pytest.approx(0.02 * (1 / 3 + (2 / 3) * 0.5))
-    assert s.lr_at(500) == s.lr_at(59_999) == 0.02
-    assert s.lr_at(60_000) == pytest.approx(0.002) and s.lr_at(80_000) == pytest.approx(0.0002)
+    # warm-up from lr / 1000, then x0.1 after each step
+    assert s.lr_at(0) == pytest.approx(0.02 / 1000)
+    assert s.lr_at(500) == pytest.approx(0.02 * (0.001 + 0.999 * 0.5))
+    assert s.lr_at(1000) == s.lr_at(16 * 7330 - 1) == 0.02
+    assert s.lr_at(16 * 7330) == pytest.approx(0.002) and s.lr_at(22 * 7330) == pytest.approx(0.0002)
 
 
 @pytest.mark.parametrize("change, words", [
@@ -119,7 +125,7 @@ def test_resumed_run_is_bit_identical_to_a_straight_one(data_root, tmp_path):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
 
     assert rows(straight.history) == rows(resumed.history) and len(straight.history) == 3
-    assert [r["lr"] for r in straight.history] == pytest.approx([0.005 / 3, 0.005, 0.0005])
+    assert [r["lr"] for r in straight.history] == pytest.approx([0.005 / 1000, 0.005, 0.0005])
     assert all(r["loss"] > 0 for r in straight.history)
     # the model file reloads to the same detector, in eval mode
     detector, record = load_detector(tmp_path / "b")
@@ -203,7 +209,10 @@ def test_bad_input_is_a_clear_error(data_root, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_training_on_the_sample_raises_its_box_ap(data_root, tmp_path):
-    """200 steps of 2 images (the 1x schedule scaled to batch 2: lr 0.0025) take the sample's box AP from 0.
+    """200 steps of 2 images (lr 0.0025: 0.02 scaled to batch 2) take the sample's box AP from 0.
+
+    The measured run below used a 50-step warm-up from lr / 3, biases at twice the rate and without
+    weight decay (maskrcnn-benchmark's solver), pinned here so that the figures stay the run's.
 
     Measured on 2 busy shared CPU cores (1 thread, ~3.7 s a step, 12.5 minutes of training):
     untrained, no detection clears the 0.05 score threshold (bbox AP 0.0); after 100 steps bbox AP
@@ -219,6 +228,7 @@ def test_training_on_the_sample_raises_its_box_ap(data_root, tmp_path):
     config = Configuration.create("resnet-34", CHEAP, 91)
     heads = {"rpn_pre_nms_top_n_train": 600, "rpn_post_nms_top_n_train": 300, "box_batch_size_per_image": 64}
     settings = DetectionTrainSettings(iterations=200, batch_size=2, lr=0.0025, steps=(150, 180), warmup_iters=50,
+                                      warmup_factor=1 / 3, bias_lr_factor=2.0, bias_weight_decay=0.0,
                                       min_size=192, max_size=256, detector_options=heads)
     untrained = build_detector(config, seed=derive_seed(0, "weights"), min_size=192, max_size=256, **heads)
     before = evaluate_detector(untrained, data).metrics["bbox"]

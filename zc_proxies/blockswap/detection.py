@@ -38,7 +38,7 @@ The search
     per-candidate seeds and resumable candidate store, with this score.
 Training and evaluation
     :mod:`.detection_train` trains the winner's detector on COCO with the
-    standard Mask R-CNN 1x schedule, resumably (``zcbench blockswap
+    paper's schedule (torchvision's Mask R-CNN defaults), resumably (``zcbench blockswap
     train-detector``); :mod:`.coco_eval` measures its box and mask AP with
     pycocotools (``zcbench blockswap eval-detector``).
 """

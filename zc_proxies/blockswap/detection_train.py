@@ -1,36 +1,35 @@
-"""Training the chosen Mask R-CNN backbone on COCO, resumably, with the standard 1x schedule.
+"""Training the chosen Mask R-CNN backbone on COCO, resumably, with the paper's schedule.
 
 The model
     :func:`~zc_proxies.blockswap.detection.build_detector`: torchvision's
     ``MaskRCNN`` over the configuration's BlockSwap ResNet-34 body and a
-    feature pyramid, all weights drawn from ``derive_seed(seed, "weights")``
-    (trained from scratch: the package has no ImageNet weights for a mixed
-    body). BatchNorm layers train as ordinary ones.
+    feature pyramid, all weights drawn from ``derive_seed(seed, "weights")``,
+    trained from scratch. BatchNorm layers train as ordinary ones.
 The schedule (:class:`DetectionTrainSettings`)
-    The BlockSwap paper (Turner et al., ICLR 2020, "BlockSwap: Fisher-guided
-    block substitution for network compression on a budget", arXiv
-    1906.04113) evaluates its chosen ResNet-34 backbones in Mask R-CNN on COCO
-    (its abstract and introduction; the COCO section's exact training text
-    could not be retrieved when this was written). Its authors' code
-    (BayesWatch/pytorch-blockswap) holds only the CIFAR and ImageNet
-    recipes, so the defaults here are the standard Mask R-CNN recipe of
-    maskrcnn-benchmark (Massa & Girshick 2018), ``e2e_mask_rcnn_R_50_FPN_1x``
-    with its solver defaults, which is also Detectron's "1x" schedule: SGD with
-    momentum 0.9, weight decay 1e-4 (none on biases, whose learning rate is
-    doubled), 16 images per batch, base learning rate 0.02 with a linear
-    warm-up from a third of it over the first 500 iterations, multiplied by
-    0.1 after 60,000 and 80,000 iterations, 90,000 iterations in all (12.3
-    epochs of train2017), images resized to a shorter side of 800 (longer at
-    most 1333) and flipped horizontally with probability 0.5.
-    :meth:`DetectionTrainSettings.scaled` adapts it to another batch size by
-    the linear scaling rule (learning rate x batch / 16, iterations, steps and
-    warm-up x 16 / batch, so the same number of epochs; Goyal et al. 2017, as
-    Detectron does for 8 images per batch), and shortens it to ``iterations``
-    with the steps and warm-up at the same fractions of the run.
-What differs from maskrcnn-benchmark
+    The BlockSwap paper (Turner et al., ICLR 2020, arXiv 1906.04113), Section 7
+    "COCO Detection": a Mask R-CNN with a ResNet-34 backbone, BlockSwap applied
+    with COCO images for a 3M-parameter mixed-blocktype body, trained on 2017
+    train and evaluated on 2017 val, everything from scratch and without
+    distillation; "Implementation Details: networks are trained using the
+    default Mask R-CNN settings in Torchvision. We use a batch-size of 16 split
+    across 8 GPUs." Torchvision's defaults for Mask R-CNN (its detection
+    reference, ``references/detection/train.py`` and its README: 8 GPUs x 2
+    images) are: SGD with momentum 0.9 and weight decay 1e-4 on every
+    parameter, learning rate 0.02, 26 epochs, multiplied by 0.1 after epochs
+    16 and 22, a linear warm-up over the first min(1000, iterations per epoch
+    - 1) iterations from 0.001 times the rate, horizontal flips with
+    probability 0.5, images resized to a shorter side of 800 (longer at most
+    1333). On train2017 (117,266 annotated images) that is 7,330 iterations an
+    epoch, 190,580 in all. :meth:`DetectionTrainSettings.scaled` builds it for
+    any dataset size and batch (linear scaling: rate x batch / 16, the same
+    epochs), and shortens it to ``iterations`` with the steps at the same
+    fractions of the run.
+What differs from torchvision's reference
     Batches are drawn in a seeded random order without its grouping of
-    images by aspect ratio; BatchNorm is not frozen (there are no pretrained
-    statistics to keep); the losses are torchvision's (their sum is minimised).
+    images by aspect ratio (``--aspect-ratio-group-factor 3``); one process
+    holds the whole batch (the paper: 2 images on each of 8 GPUs, so each
+    BatchNorm normalised over 2 images); the losses are torchvision's (their
+    sum is minimised), as there.
 Determinism and resuming
     Batch ``i`` is a function of ``(seed, i)`` alone: the annotated images
     are visited epoch by epoch, epoch ``e`` in the order (and with the flips)
@@ -79,12 +78,15 @@ FORMAT = "zcbench-blockswap-detector"
 FORMAT_VERSION = 1
 EVAL_DIR = "eval"
 
-# maskrcnn-benchmark's e2e_mask_rcnn_R_50_FPN_1x (Detectron's "1x"), for 16 images per batch
+# torchvision's Mask R-CNN defaults (the paper's Section 7), for 16 images per batch
 REFERENCE_BATCH = 16
 REFERENCE_LR = 0.02
-REFERENCE_ITERATIONS = 90_000
-REFERENCE_STEPS = (60_000, 80_000)
-REFERENCE_WARMUP = 500
+REFERENCE_EPOCHS = 26
+REFERENCE_STEP_EPOCHS = (16, 22)
+REFERENCE_WARMUP = 1000  # at most; torchvision: min(1000, iterations per epoch - 1)
+REFERENCE_WARMUP_FACTOR = 1e-3
+COCO_TRAIN_IMAGES = 117_266  # train2017 images with annotations (torchvision drops the others)
+_EPOCH = math.ceil(COCO_TRAIN_IMAGES / REFERENCE_BATCH)  # 7,330 iterations
 
 Images = list[torch.Tensor]
 Targets = list[dict[str, torch.Tensor]]
@@ -92,7 +94,7 @@ Targets = list[dict[str, torch.Tensor]]
 
 @dataclass(frozen=True)
 class DetectionTrainSettings:
-    """Everything of a detector's training run (defaults: the 1x schedule, see the module docstring).
+    """Everything of a detector's training run (defaults: the paper's, on train2017; see the module docstring).
 
     Attributes
     ----------
@@ -108,7 +110,8 @@ class DetectionTrainSettings:
     momentum, weight_decay
         SGD's (not Nesterov).
     bias_lr_factor, bias_weight_decay
-        Learning-rate factor and weight decay of the parameters named ``bias``.
+        Learning-rate factor and weight decay of the parameters named ``bias``
+        (torchvision's defaults: 1 and the same decay as every other parameter).
     flip
         Probability of flipping a training image horizontally.
     min_size, max_size
@@ -119,17 +122,17 @@ class DetectionTrainSettings:
         Seeds the weights, the batch order and flips, and the heads' sampling.
     """
 
-    iterations: int = REFERENCE_ITERATIONS
+    iterations: int = REFERENCE_EPOCHS * _EPOCH
     batch_size: int = REFERENCE_BATCH
     lr: float = REFERENCE_LR
-    steps: tuple[int, ...] = REFERENCE_STEPS
+    steps: tuple[int, ...] = tuple(e * _EPOCH for e in REFERENCE_STEP_EPOCHS)
     gamma: float = 0.1
     warmup_iters: int = REFERENCE_WARMUP
-    warmup_factor: float = 1.0 / 3.0
+    warmup_factor: float = REFERENCE_WARMUP_FACTOR
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    bias_lr_factor: float = 2.0
-    bias_weight_decay: float = 0.0
+    bias_lr_factor: float = 1.0
+    bias_weight_decay: float = 1e-4
     flip: float = 0.5
     min_size: int = 800
     max_size: int = 1333
@@ -171,24 +174,29 @@ class DetectionTrainSettings:
         object.__setattr__(self, "detector_options", options)
 
     @classmethod
-    def scaled(cls, batch_size: int = REFERENCE_BATCH, iterations: int | None = None, lr: float | None = None,
-               **settings: Any) -> DetectionTrainSettings:
-        """The 1x schedule for ``batch_size`` images per step, optionally shortened or stretched to ``iterations``.
+    def scaled(cls, batch_size: int = REFERENCE_BATCH, iterations: int | None = None, lr: float | None = None, *,
+               num_images: int = COCO_TRAIN_IMAGES, **settings: Any) -> DetectionTrainSettings:
+        """The paper's schedule for ``num_images`` training images and ``batch_size`` per step.
 
-        The learning rate is ``0.02 * batch_size / 16`` unless ``lr`` is given;
-        the full run is ``90,000 * 16 / batch_size`` iterations; ``steps`` and
-        the warm-up keep their fractions of the run (2/3 and 8/9; 1/180), at
-        least one iteration each. ``settings`` set any other field.
+        An epoch is ``ceil(num_images / batch_size)`` iterations; the full run
+        is 26 epochs with the rate x0.1 after epochs 16 and 22, and a warm-up
+        over min(1000, epoch - 1) iterations, as torchvision's reference. The
+        learning rate is ``0.02 * batch_size / 16`` unless ``lr`` is given.
+        ``iterations`` shortens (or stretches) the run, the steps kept at 16/26
+        and 22/26 of it, the warm-up within it. ``settings`` set any other field.
         """
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        n = round(REFERENCE_ITERATIONS * REFERENCE_BATCH / batch_size) if iterations is None else iterations
+        if not isinstance(num_images, int) or isinstance(num_images, bool) or num_images < 1:
+            raise ConfigError(f"num_images must be a positive integer, got {num_images!r}")
+        epoch = math.ceil(num_images / batch_size)
+        full = REFERENCE_EPOCHS * epoch
+        n = full if iterations is None else iterations
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ConfigError(f"iterations must be a positive integer, got {iterations!r}")
-        fraction = n / REFERENCE_ITERATIONS
-        steps = sorted({max(1, round(s * fraction)) for s in REFERENCE_STEPS})
+        steps = sorted({max(1, round(e * epoch * n / full)) for e in REFERENCE_STEP_EPOCHS})
         defaults: dict[str, Any] = {"steps": tuple(s for s in steps if s < n) or (n,),
-                                    "warmup_iters": max(1, round(REFERENCE_WARMUP * fraction))}
+                                    "warmup_iters": min(REFERENCE_WARMUP, epoch - 1, n - 1)}
         return cls(iterations=n, batch_size=batch_size,
                    lr=REFERENCE_LR * batch_size / REFERENCE_BATCH if lr is None else lr, **{**defaults, **settings})
 

@@ -374,27 +374,28 @@ def _add_detection_data_options(p: argparse.ArgumentParser, split: str) -> None:
 
 def _add_detector_parsers(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser(
-        "train-detector", help="train Mask R-CNN with a searched ResNet-34 backbone on COCO (1x schedule)",
+        "train-detector", help="train Mask R-CNN with a searched ResNet-34 backbone on COCO (the paper's schedule)",
         description="Train torchvision's Mask R-CNN over the configuration's BlockSwap ResNet-34 body and an FPN, "
-                    "from scratch, with the standard 1x schedule (maskrcnn-benchmark / Detectron): SGD momentum "
-                    "0.9, weight decay 1e-4, 16 images per step, lr 0.02 with a 500-iteration linear warm-up, x0.1 "
-                    "after 60k and 80k of 90k iterations. --batch-size rescales it linearly (lr x B/16, iterations "
-                    "x 16/B); --iterations shortens it, keeping the steps at the same fractions. Resumable: rerun "
-                    "the same command to continue from the last checkpoint.")
+                    "from scratch, with the BlockSwap paper's schedule (its Section 7: torchvision's default Mask "
+                    "R-CNN settings, batch 16): SGD momentum 0.9, weight decay 1e-4, 16 images per step, lr 0.02 "
+                    "with a linear warm-up over min(1000, an epoch) iterations from 0.001 x lr, 26 epochs, x0.1 "
+                    "after epochs 16 and 22. --batch-size rescales it linearly (lr x B/16, the same epochs); "
+                    "--iterations shortens it, keeping the steps at the same fractions. Resumable: rerun the same "
+                    "command to continue from the last checkpoint.")
     t.add_argument("--config", required=True, help="backbone configuration (a 'search --dataset coco' winner file)")
     t.add_argument("--out", required=True,
                    help="output folder: checkpoint.pt, history.json/.csv, model.pt (and eval/ with --eval-split)")
     _add_detection_data_options(t, "train2017")
     t.add_argument("--iterations", type=int, default=None,
-                   help="optimiser steps (default: the full schedule, 90000 x 16 / batch size)")
+                   help="optimiser steps (default: the full schedule, 26 epochs of the annotated images)")
     t.add_argument("--batch-size", type=int, default=16, help="images per step (16)")
     t.add_argument("--lr", type=float, default=None, help="base learning rate (default: 0.02 x batch size / 16)")
     t.add_argument("--steps", type=_steps, default=None,
-                   help="iterations after which the lr drops x0.1, e.g. 60000,80000 (default: at 2/3 and 8/9 "
-                        "of the run)")
+                   help="iterations after which the lr drops x0.1 (default: after epochs 16 and 22 of 26, or the "
+                        "same fractions of --iterations)")
     t.add_argument("--warmup-iters", type=int, default=None,
-                   help="linear warm-up from lr/3 (default: 1/180 of the run, 500 of 90000)")
-    t.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay, none on biases (1e-4)")
+                   help="linear warm-up from 0.001 x lr (default: min(1000, iterations per epoch - 1))")
+    t.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay of every parameter (1e-4)")
     t.add_argument("--flip", type=float, default=0.5, help="probability of a horizontal flip (0.5)")
     t.add_argument("--min-size", type=int, default=800, help="shorter image side after resizing (800)")
     t.add_argument("--max-size", type=int, default=1333, help="longest image side after resizing (1333)")
@@ -475,13 +476,14 @@ def run_train_detector(args: argparse.Namespace) -> int:
     device = check_device(args.device)
     config = Configuration.load(args.config)
     overrides = {k: v for k, v in (("steps", args.steps), ("warmup_iters", args.warmup_iters)) if v is not None}
-    settings = DetectionTrainSettings.scaled(
-        args.batch_size, args.iterations, args.lr, weight_decay=args.weight_decay, flip=args.flip,
-        min_size=args.min_size, max_size=args.max_size, seed=args.seed,
-        detector_options=_detector_options(args.detector_option), **overrides)
+    options = _detector_options(args.detector_option)
     if args.threads:
         torch.set_num_threads(args.threads)
     data = open_detection_data(args.data, args.split, annotations=args.annotations, images=args.images)
+    settings = DetectionTrainSettings.scaled(
+        args.batch_size, args.iterations, args.lr, num_images=max(1, len(data.annotated())),
+        weight_decay=args.weight_decay, bias_weight_decay=args.weight_decay, flip=args.flip,
+        min_size=args.min_size, max_size=args.max_size, seed=args.seed, detector_options=options, **overrides)
     evals = None
     if args.eval_split or args.eval_annotations or args.eval_images:
         evals = open_detection_data(args.data, args.eval_split or "val2017", annotations=args.eval_annotations,
