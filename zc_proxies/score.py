@@ -55,6 +55,7 @@ from .proxies.base import NETWORK_SCOPES, WHOLE, Proxy, ScoringContext
 #: What a working copy drops: ``(qualified submodule name, op indices)`` per submodule; () drops nothing.
 DropPlan = tuple[tuple[str, frozenset[int]], ...]
 
+_OWN_PROXIES = "zc_proxies.proxies."
 MAX_SEED = 2**64 - 1
 """Largest scoring seed: torch's generators take seeds in ``0..2**64 - 1``."""
 
@@ -110,17 +111,20 @@ class _WorkingCopy:
     """A private copy of ``source`` on ``device`` in one BatchNorm mode, put back after each proxy by :meth:`reset`.
 
     ``drop`` (a :func:`dead_ops_plan`) is applied to every fresh copy. With ``take``, the caller has
-    given ``source`` away (it is used no more after this one proxy): it is worked on itself, not
-    copied, and never put back.
+    given ``source`` away: it is worked on itself, not copied. For one proxy it is never put back;
+    for several (``keep``), its starting tensor values are kept aside (a clone of the tensors, far
+    cheaper than a copy of the module tree) and put back between them, which is all the package's
+    own proxies need (none changes a working copy's structure).
     """
 
     def __init__(self, source: nn.Module, bn_mode: str, device: torch.device, drop: DropPlan = (),
-                 take: bool = False) -> None:
+                 take: bool = False, keep: bool = False) -> None:
         self.source = source
         self.bn_mode = bn_mode
         self.device = device
         self.drop = drop
         self.take = take
+        self.keep = take and keep
         self.model = self._fresh()
 
     def _fresh(self) -> nn.Module:
@@ -150,6 +154,8 @@ class _WorkingCopy:
         self._hooks = [{k: set(d) for k, d in _hook_dicts(m).items()} for m in self._modules]
         self._full_backward = [getattr(m, "_is_full_backward_hook", None) for m in self._modules]
         self._overrides = ["forward" in vars(m) for m in self._modules]
+        if self.keep:  # worked on in place by several proxies: their starting values, kept aside
+            self._origin = [t.detach().clone() for t in self._tensors]
         return work
 
     def _same_structure(self) -> bool:
@@ -163,9 +169,12 @@ class _WorkingCopy:
 
     def reset(self) -> None:
         """Undo whatever the last proxy did to the working copy."""
-        if self.take:  # given away for one proxy: nothing comes after it
+        if self.take and not self.keep:  # given away for one proxy: nothing comes after it
             return
         if not self._same_structure():
+            if self.take:  # nothing pristine is left to copy from
+                raise ModelError("a proxy changed the structure of a network given away with consume=True, "
+                                 "so the next proxy cannot start from the same network; score without consume")
             self.model = self._fresh()
             return
         with torch.no_grad():
@@ -330,9 +339,11 @@ def _run_all(model: object, batch: object, names: list[str], loss_fn: LossFn | N
         raise ConfigError(f"consume must be True or False, got {consume!r}")
     last = len(groups) - 1
     for g, ((mode, drop), members) in enumerate(groups.items()):
-        # a model given away needs no copy for the last group's proxy, if it is the only one there
-        take = consume and g == last and len(members) == 1
-        work = _WorkingCopy(model, mode, checked.device, drop, take=take)
+        # a model given away needs no copy for the last group: for one proxy, or for several of the
+        # package's own (which put back what they change, and never restructure the network)
+        own = all(p.fn.__module__.startswith(_OWN_PROXIES) for p in members)
+        take = consume and g == last and (len(members) == 1 or own)
+        work = _WorkingCopy(model, mode, checked.device, drop, take=take, keep=len(members) > 1)
         cache: dict = {TOGETHER: tuple(p.name for p in members)}
         for p in members:
             start = time.perf_counter()
