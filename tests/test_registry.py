@@ -99,5 +99,6 @@ def test_cli_lists_proxies_with_specs():
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].split()[:6] == ["name", "labels", "grads", "bn", "higher", "version"]
+    assert lines[0].split()[:7] == ["name", "labels", "grads", "bn", "higher", "network", "version"]
     assert [line.split()[0] for line in lines[1:]] == ["fisher", "fisher_potential"]
+    assert [line.split()[5] for line in lines[1:]] == ["live", "live"]  # dead NB201 ops may be dropped

@@ -20,12 +20,12 @@ def run(args: argparse.Namespace) -> int:
         for name in list_specs(args.pattern):
             print(name)
         return 0
-    rows = [("name", "labels", "grads", "bn", "higher", "version", "population", "description")]
+    rows = [("name", "labels", "grads", "bn", "higher", "network", "version", "population", "description")]
     for name in list_proxies(args.pattern):
         s = get_proxy(name).spec
         population = f"{s.aggregate}({','.join(c.name for c in s.components)})" if s.population else "-"
         rows.append((s.name, _yn(s.needs_labels), _yn(s.needs_grad), s.bn_mode,
-                     "better" if s.higher_is_better else "worse", s.version, population, s.description))
+                     "better" if s.higher_is_better else "worse", s.network, s.version, population, s.description))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
