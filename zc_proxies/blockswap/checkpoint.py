@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,13 @@ def network_file(path: str | os.PathLike) -> Path:
     return p
 
 
-def read_record(path: str | os.PathLike, what: str = "network file") -> dict[str, Any]:
-    """Load a network file or checkpoint and check its keys (raises DataError naming the file)."""
+def read_torch_record(path: str | os.PathLike, what: str, fmt: str, required: Sequence[str],
+                      wrong_format: Callable[[Any], str]) -> dict[str, Any]:
+    """Load a ``torch.save`` file of format ``fmt`` and check it holds ``required`` keys.
+
+    Raises :class:`MissingDataError` for a missing file and :class:`DataError`, naming the file, for
+    a damaged one, another format (with the message ``wrong_format(obj)`` ends with) or missing keys.
+    """
     path = Path(path)
     if not path.is_file():
         raise MissingDataError(f"{what} {str(path)!r} does not exist")
@@ -73,13 +79,20 @@ def read_record(path: str | os.PathLike, what: str = "network file") -> dict[str
     except Exception as exc:  # torch raises many types for a damaged file
         raise DataError(f"{what} {str(path)!r} cannot be read as a torch.save file ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); it is damaged or not one") from exc
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise DataError(f"{what} {str(path)!r} is not a zcbench BlockSwap network file (no format marker "
-                        f"{FORMAT!r}); write one with 'zcbench blockswap train'")
-    missing = [k for k in ("net", "blocks", "num_classes", "state_dict") if k not in obj]
+    if not isinstance(obj, dict) or obj.get("format") != fmt:
+        raise DataError(f"{what} {str(path)!r} {wrong_format(obj)}")
+    missing = [k for k in required if k not in obj]
     if missing:
         raise DataError(f"{what} {str(path)!r} lacks {', '.join(map(repr, missing))}")
     return obj
+
+
+def read_record(path: str | os.PathLike, what: str = "network file") -> dict[str, Any]:
+    """Load a network file or checkpoint and check its keys (raises DataError naming the file)."""
+    return read_torch_record(
+        path, what, FORMAT, ("net", "blocks", "num_classes", "state_dict"),
+        lambda _obj: f"is not a zcbench BlockSwap network file (no format marker {FORMAT!r}); write one with "
+                     "'zcbench blockswap train'")
 
 
 def load_network(path: str | os.PathLike, net: str | NetSpec | None = None,

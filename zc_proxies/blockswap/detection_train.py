@@ -63,16 +63,17 @@ import torch
 from torch import nn
 
 from ..data.coco import CocoDataset, CocoWarning, load_coco
-from ..errors import ArchError, ConfigError, DataError, MissingDataError, NonFiniteScoreError, ZCBenchError
+from ..errors import ArchError, ConfigError, DataError, NonFiniteScoreError, ZCBenchError
 from ..runs.atomic import atomic_torch_save
 from ..runs.lock import WriterLock
 from ..runs.seeding import check_seed, derive_seed
 from ..runs.store import SEEDING, settings_difference
-from .checkpoint import CHECKPOINT, MODEL, network_file
+from .checkpoint import CHECKPOINT, MODEL, network_file, read_torch_record
+from .checkpoint import FORMAT as NETWORK_FORMAT
 from .coco_eval import DetectorEvaluation, evaluate_detector, write_evaluation
 from .config import Configuration
 from .detection import LOSS_KEYS, TASK, build_detector, summed_losses
-from .train import _write_history
+from .train import write_history
 
 FORMAT = "zcbench-blockswap-detector"
 FORMAT_VERSION = 1
@@ -347,22 +348,13 @@ def detector_record(detector: nn.Module, config: Configuration, settings: Detect
 
 def read_detector_record(path: str | os.PathLike, what: str = "detector file") -> dict[str, Any]:
     """Load a detector file or checkpoint and check its keys (raises DataError naming the file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingDataError(f"{what} {str(path)!r} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged file
-        raise DataError(f"{what} {str(path)!r} cannot be read as a torch.save file ({type(exc).__name__}); "
-                        "it is damaged or not one") from exc
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+    def wrong_format(obj: Any) -> str:
         hint = (" (it is a classification network; train a detector with 'zcbench blockswap train-detector')"
-                if isinstance(obj, dict) and obj.get("format") == "zcbench-blockswap-network" else "")
-        raise DataError(f"{what} {str(path)!r} is not a zcbench BlockSwap detector file{hint}")
-    missing = [k for k in ("net", "blocks", "num_classes", "min_size", "max_size", "state_dict") if k not in obj]
-    if missing:
-        raise DataError(f"{what} {str(path)!r} lacks {', '.join(map(repr, missing))}")
-    return obj
+                if isinstance(obj, dict) and obj.get("format") == NETWORK_FORMAT else "")
+        return f"is not a zcbench BlockSwap detector file{hint}"
+
+    return read_torch_record(path, what, FORMAT,
+                             ("net", "blocks", "num_classes", "min_size", "max_size", "state_dict"), wrong_format)
 
 
 def load_detector(path: str | os.PathLike, device: str | torch.device = "cpu", *, min_size: int | None = None,
@@ -497,14 +489,14 @@ def train_detector(config: Configuration, data: CocoDataset, settings: Detection
             except (RuntimeError, ValueError, KeyError) as exc:
                 raise DataError(f"checkpoint {str(ckpt_path)!r} does not fit this run: {exc}") from exc
             history, pending = list(state["history"]), dict(state["pending"])
-            _write_history(out, history)
+            write_history(out, history)
 
         def save_checkpoint(iteration: int) -> None:
             atomic_torch_save({**detector_record(detector, config, settings), "kind": "checkpoint",
                                "iteration": iteration, "optimizer": optimizer.state_dict(), "pending": pending,
                                "history": history, "settings": asdict(settings), "fingerprint": fingerprint},
                               ckpt_path)
-            _write_history(out, history)
+            write_history(out, history)
 
         batches = torch.utils.data.DataLoader(TrainingBatches(data, pool, settings, start), batch_size=None,
                                               shuffle=False, num_workers=workers, collate_fn=_as_is)

@@ -370,7 +370,7 @@ def _fingerprint(config: Configuration, data: ImageSet, settings: TrainSettings,
     return json.loads(json.dumps(fp))
 
 
-def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
+def write_history(out: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_text(out / HISTORY_JSON, json.dumps(history, indent=1) + "\n")
     fields: list[str] = []
     for row in history:
@@ -448,7 +448,7 @@ def _run(config: Configuration, data: ImageSet, settings: TrainSettings, out: Pa
                               f"schedule asked for now ({settings.describe_schedule()}; stored: "
                               f"{state.get('schedule')}); the result will differ from an uninterrupted run",
                               stacklevel=3)
-            _write_history(out, history)
+            write_history(out, history)
 
         try:
             for epoch in range(start, settings.epochs):
@@ -464,7 +464,7 @@ def _run(config: Configuration, data: ImageSet, settings: TrainSettings, out: Pa
                                    "schedule": settings.schedule_record(epoch + 1),
                                    "rng": torch.get_rng_state(), "history": history, "fingerprint": fingerprint},
                                   ckpt_path)
-                _write_history(out, history)
+                write_history(out, history)
                 if on_epoch is not None:
                     on_epoch(row)
         finally:
