@@ -371,6 +371,7 @@ def _fingerprint(config: Configuration, data: ImageSet, settings: TrainSettings,
 
 
 def write_history(out: Path, history: list[dict[str, Any]]) -> None:
+    """The run's history as ``history.json`` and ``history.csv`` in ``out`` (both written atomically)."""
     atomic_write_text(out / HISTORY_JSON, json.dumps(history, indent=1) + "\n")
     fields: list[str] = []
     for row in history:
