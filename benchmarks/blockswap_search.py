@@ -34,6 +34,7 @@ from zc_proxies.blockswap.search import Sampler, load_images
 from zc_proxies.data import data_root
 from zc_proxies.errors import ConfigError, guarded
 from zc_proxies.runs.device import check_device
+from zc_proxies.runs.layout import LAYOUTS, resolve_layout
 from zc_proxies.runs.seeding import check_seed, derive_seed
 
 PAPER_SECONDS = 5 * 60  # "under 5 minutes on a single GPU" for 1,000 candidates on CIFAR-10
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--shared-batch", action="store_true")
-    p.add_argument("--channels-last", action="store_true", help="NHWC layout (faster on CPU, less exact)")
+    p.add_argument("--layout", choices=LAYOUTS, default="auto",
+                   help="as zcbench blockswap search --layout (default auto: NHWC for WRNs on the CPU)")
     args = p.parse_args(argv)
 
     check_seed(args.seed, "--seed")
@@ -73,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         raise ConfigError(f"--budget: {exc}") from None
     settings = SearchSettings(net=args.net, budget=budget, samples=args.samples, seed=args.seed,
-                              batch_size=args.batch_size, shared_batch=args.shared_batch,
-                              channels_last=args.channels_last)
+                              batch_size=args.batch_size, shared_batch=args.shared_batch)
     device = torch.device(check_device(args.device))
     root = data_root(args.data)
 
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"settings: net {settings.net} | budget {budget:,} +- {settings.tolerance:.1%} | samples {args.samples} | "
           f"batch {settings.batch_size} | seed {settings.seed} | "
           f"{'shared minibatch' if settings.shared_batch else 'a minibatch per candidate'} | "
-          f"{'NHWC' if settings.channels_last else 'NCHW'} | "
+          f"{resolve_layout(args.layout, get_net(settings.net), str(device)).upper()} | "
           f"pool {len(settings.pool)} block types")
 
     t0 = time.perf_counter()
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu0 = time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         result = search(settings, data_dir=root, store=Path(tmp) / "candidates.jsonl", device=str(device),
-                        threads=args.threads, progress=True)
+                        threads=args.threads, layout=args.layout, progress=True)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     cpu = time.process_time() - cpu0

@@ -4,13 +4,15 @@
 #   ZCBENCH_DATA=/path/to/data bash benchmarks/gpu_check.sh            # about 10 minutes on an H100/H200
 #   QUICK=1 bash benchmarks/gpu_check.sh                               # a smoke run (minutes)
 # Steps: (1) NB201 fisher on 1,000 archs, (2) NB201 with the classic proxies together on 200 archs,
-# (3) 1,000 BlockSwap candidates (WRN-40-2, 800k), (4) the mini CIFAR BlockSwap comparison with more epochs.
+# (3) 1,000 BlockSwap candidates (WRN-40-2, 800k), (4) the mini CIFAR BlockSwap comparison with more epochs,
+# (5) the modern proxies too slow for the CPU (te_nas, vkdnw, vkdnw_agg: ~21 CPU-hours) on the 1,000 NB201 archs
+#     of benchmarks/reproduce_modern.py. MODERN=0 skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu-check}"
 WORKERS="${WORKERS:-4}"          # evaluator processes sharing the GPU: several architectures in flight
-N201="${N201:-1000}"; NALL="${NALL:-200}"; NBS="${NBS:-1000}"; EPOCHS="${EPOCHS:-30}"
-if [ -n "${QUICK:-}" ]; then N201=50; NALL=20; NBS=50; EPOCHS=1; fi
+N201="${N201:-1000}"; NALL="${NALL:-200}"; NBS="${NBS:-1000}"; EPOCHS="${EPOCHS:-30}"; MODERN="${MODERN:-1000}"
+if [ -n "${QUICK:-}" ]; then N201=50; NALL=20; NBS=50; EPOCHS=1; MODERN=10; fi
 mkdir -p "$OUT"
 python - <<'PY'
 import os, platform, torch
@@ -33,4 +35,10 @@ timed "blockswap x$NBS" python benchmarks/blockswap_search.py --samples "$NBS" -
 echo "== (4) mini CIFAR BlockSwap comparison, $EPOCHS epochs"
 timed "cifar mini" python benchmarks/blockswap_cifar_mini.py --device cuda --epochs "$EPOCHS" --workers 2 \
   --probe-images 0 --quiet --out "$OUT/cifar-mini"
+if [ "$MODERN" != 0 ]; then
+  echo "== (5) te_nas, vkdnw, vkdnw_agg on $MODERN NB201 archs (CIFAR-10 test Spearman beside the published)"
+  timed "modern x$MODERN" python benchmarks/reproduce_modern.py --proxies te_nas,vkdnw,vkdnw_agg \
+    --sample "$MODERN" --device cuda --workers "$WORKERS" --threads 1 --quiet --out "$OUT/modern"
+  cat "$OUT/modern/modern.md"
+fi
 cat "$OUT/times.txt"

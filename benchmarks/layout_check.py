@@ -73,13 +73,22 @@ def _space_runs(args: argparse.Namespace, root: str) -> tuple[dict, dict]:
 
 
 def _blockswap_runs(args: argparse.Namespace, root: str) -> tuple[dict, dict]:
-    from zc_proxies.blockswap.search import SearchJob, SearchSettings, draw_candidate, score_configuration, setup_search
+    from zc_proxies.blockswap.search import (
+        PROXY,
+        SearchJob,
+        SearchSettings,
+        draw_candidate,
+        score_configuration,
+        setup_search,
+    )
+    from zc_proxies.score import score_detailed
 
     settings = SearchSettings(net=args.net, budget=args.budget, samples=args.sample, seed=args.seed,
                               batch_size=args.batch_size)
     state = setup_search(SearchJob(settings, root, "cpu", args.threads))
     seconds: dict[str, list[float]] = defaultdict(list)
-    scores: dict[str, dict[str, list[float]]] = {"nchw": defaultdict(list), "nhwc": defaultdict(list)}
+    scores: dict[str, dict[str, list[float]]] = {"nchw": defaultdict(list), "nhwc": defaultdict(list),
+                                                 "float64": defaultdict(list)}
     for i in range(args.sample):
         row, config = draw_candidate(i, settings.seed, state.spec, state.sampler, settings.classes,
                                      settings.batch_size, False)
@@ -87,11 +96,16 @@ def _blockswap_runs(args: argparse.Namespace, root: str) -> tuple[dict, dict]:
         order = ("nchw", "nhwc") if i % 2 == 0 else ("nhwc", "nchw")
         for layout in order:
             t0 = time.perf_counter()
-            value = score_configuration(config, batch, row["seed"], "cpu", channels_last=layout == "nhwc")
+            value = score_configuration(config, batch, row["seed"], "cpu", layout)
             seconds[layout].append(time.perf_counter() - t0)
             scores[layout]["fisher_potential"].append(value)
+        # the same network, minibatch and seed in float64 (NCHW): the yardstick of both layouts' float32 error
+        model = config.build(generator=torch.Generator().manual_seed(row["seed"])).double()
+        exact = score_detailed(model, (batch[0].double(), batch[1]), [PROXY], seed=row["seed"], consume=True)
+        scores["float64"]["fisher_potential"].append(float(exact[PROXY].value))
     print(f"settings: BlockSwap candidates of {args.net} within {args.budget:,} parameters (search seed "
-          f"{args.seed}), batch {args.batch_size}, fisher_potential, CPU, one process")
+          f"{args.seed}), batch {args.batch_size}, fisher_potential, CPU, one process; NHWC with two-pass "
+          f"BatchNorm statistics (zc_proxies.runs.batchnorm), as the search scores it")
     return seconds, scores
 
 
@@ -121,13 +135,22 @@ def main(argv=None) -> int:
     print(f"\nmedian s/arch: NCHW {nchw:.3f}, NHWC {nhwc:.3f}; NHWC is {nchw / nhwc:.2f}x as fast\n")
     print("| proxy | Spearman NCHW vs NHWC | largest relative difference | NaN in NCHW / NHWC |")
     print("|---|---|---|---|")
-    for proxy in scores["nchw"]:
+    for proxy in scores["nchw"]:  # float64 (BlockSwap only) is reported below
         a, b = np.asarray(scores["nchw"][proxy], float), np.asarray(scores["nhwc"][proxy], float)
         both = np.isfinite(a) & np.isfinite(b)  # NaN scores (e.g. a cell with no input path) compared apart
         a_ok, b_ok = a[both], b[both]
         rho = spearmanr(a_ok, b_ok).statistic if both.sum() > 2 else math.nan
         rel = float(np.max(np.abs(a_ok - b_ok) / np.maximum(np.abs(a_ok), 1e-300))) if both.any() else math.nan
         print(f"| {proxy} | {rho:.5f} | {rel:.2e} | {int((~np.isfinite(a)).sum())} / {int((~np.isfinite(b)).sum())} |")
+    if "float64" in scores:
+        exact = np.asarray(scores["float64"]["fisher_potential"], float)
+        print("\n| layout | Spearman with float64 | relative error vs float64: median | largest |")
+        print("|---|---|---|---|")
+        for layout in ("nchw", "nhwc"):
+            ours = np.asarray(scores[layout]["fisher_potential"], float)
+            err = np.abs(ours - exact) / np.abs(exact)
+            print(f"| {layout.upper()} | {spearmanr(ours, exact).statistic:.5f} | {np.median(err):.2e} | "
+                  f"{err.max():.2e} |")
     return 0
 
 

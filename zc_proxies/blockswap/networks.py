@@ -78,6 +78,16 @@ class NetSpec:
     def __len__(self) -> int:
         return len(self.slots)
 
+    @property
+    def cpu_layout(self) -> str:
+        """The memory layout its candidates are scored in on the CPU with ``--layout auto``.
+
+        NHWC for the CIFAR WRNs: measured 1.3x as fast as NCHW with the same
+        ranking (``benchmarks/layout_check.py --space blockswap``). NCHW for the
+        ImageNet ResNets, where no measurement supports anything else.
+        """
+        return "nhwc" if self.family == "wrn" else "nchw"
+
     # -- configurations -------------------------------------------------------------
     def check(self, config: Sequence[str | BlockType]) -> tuple[BlockType, ...]:
         """Parse ``config`` (one block name per slot) and check that each type fits its slot.

@@ -11,7 +11,11 @@
    seed and take ``fisher_potential`` (BatchNorm in train mode) on one
    minibatch of training images with the usual crop and flip. As in the
    authors' code, each candidate sees its own minibatch (seeded by its seed);
-   ``shared_batch`` gives every candidate the same one instead.
+   ``shared_batch`` gives every candidate the same one instead. The memory
+   layout is an execution detail like the device (recorded in every row, not
+   in the settings): ``auto`` scores WRNs on the CPU in NHWC, whose
+   convolutions oneDNN runs faster, with BatchNorm statistics computed exactly
+   (:mod:`zc_proxies.runs.batchnorm`); elsewhere NCHW.
 3. Keep the highest score (ties: lowest index).
 
 The search runs on the engine (:func:`zc_proxies.runs.search.run_search`):
@@ -37,7 +41,9 @@ from ..data.images import data_root
 from ..data.sources import MinibatchSource, source_for
 from ..errors import ArchError, ConfigError, DataError, UnknownNameError
 from ..proxies import get_proxy
+from ..runs.batchnorm import use_two_pass_batchnorm
 from ..runs.device import check_device
+from ..runs.layout import apply_layout, resolve_layout
 from ..runs.runner import Runner
 from ..runs.search import SearchResult, run_search, scored_row
 from ..runs.seeding import check_seed, derive_seed
@@ -92,8 +98,6 @@ class SearchSettings:
         Head size (None: the dataset's class count).
     shared_batch
         Score every candidate on the same minibatch (seeded ``derive_seed(seed, "batch")``) rather than its own.
-    channels_last
-        Score in NHWC layout (faster on CPU, less exact in float32; see :func:`score_configuration`).
     pool
         Block names to draw from (default: the paper's 21).
     max_draws
@@ -109,7 +113,6 @@ class SearchSettings:
     dataset: str = "cifar10"
     num_classes: int | None = None
     shared_batch: bool = False
-    channels_last: bool = False
     pool: tuple[str, ...] = field(default_factory=lambda: tuple(b.name for b in PAPER_POOL))
     max_draws: int = 1_000_000
 
@@ -222,13 +225,16 @@ def feasible_range(net: str | NetSpec, pool: Sequence[str | BlockType] = PAPER_P
 
 # -- scoring ---------------------------------------------------------------------------------
 def score_configuration(config: Configuration, batch: tuple[torch.Tensor, torch.Tensor], seed: int,
-                        device: str | torch.device = "cpu", channels_last: bool = False) -> float:
-    """Fisher potential of ``config`` built with weights seeded ``seed``, on ``batch``.
+                        device: str | torch.device = "cpu", layout: str = "nchw") -> float:
+    """Fisher potential of ``config`` built with weights seeded ``seed``, on ``batch``, in ``layout``.
 
-    ``channels_last`` runs the network in NHWC layout: on CPU (oneDNN) about
-    1.8x faster for WRN-40-2 candidates, but in float32 its scores deviated
-    from a float64 computation by ~0.4% (NCHW: ~0.03%), measured on 800k
-    candidates at batch 128. Hence off by default.
+    In ``nhwc`` every BatchNorm collects its batch statistics in two exact
+    passes (:class:`~zc_proxies.runs.batchnorm.TwoPassBatchNorm2d`): torch's
+    NHWC CPU kernel accumulates them in one float32 pass, which moved WRN-40-2
+    candidates' scores by up to 1% from a float64 computation (NCHW: 0.08%),
+    enough to reorder candidates. With exact statistics NHWC stays within
+    0.11% and ranks candidates as NCHW does (``benchmarks/layout_check.py
+    --space blockswap``).
     """
     gen = torch.Generator().manual_seed(seed)
     model = config.build(generator=gen)
@@ -237,9 +243,9 @@ def score_configuration(config: Configuration, batch: tuple[torch.Tensor, torch.
         raise ArchError(f"internal: analytic count {config.params} != built count {built} for {config.blocks}")
     device = torch.device(device)
     x, y = batch
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+    if layout == "nhwc":
+        use_two_pass_batchnorm(model)
+    model, x = apply_layout(model, x, layout)
     model = model.to(device)
     # the network was built for this call alone: give it away, so no private copy is made
     result = score_detailed(model, (x, y), [PROXY], seed=seed, consume=True)[PROXY]
@@ -270,6 +276,7 @@ class SearchJob:
     data_root: str
     device: str = "cpu"
     threads: int | None = None
+    layout: str = "nchw"
 
 
 @dataclass
@@ -310,16 +317,17 @@ def score_candidate(state: SearchState, i: int) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     row, config = draw_candidate(i, s.seed, state.spec, state.sampler, s.classes, s.batch_size,
                                  state.shared is not None)
+    row["layout"] = state.job.layout
 
     def compute(_row: dict[str, Any]) -> float:
         batch = state.shared if state.shared is not None else state.source.batch(s.batch_size, row["seed"])
-        return score_configuration(config, batch, row["seed"], state.job.device, s.channels_last)
+        return score_configuration(config, batch, row["seed"], state.job.device, state.job.layout)
 
     return [scored_row(row, t0, compute)]
 
 
 def search(settings: SearchSettings, *, data_dir: str | Path | None = None, store: str | Path | None = None,
-           device: str = "cpu", threads: int | None = None, runner: Runner | None = None,
+           device: str = "cpu", threads: int | None = None, layout: str = "auto", runner: Runner | None = None,
            shard: Shard | None = None, progress: bool = True, wait: bool = False,
            on_wait: Callable[[str], None] | None = None,
            on_candidate: Callable[[dict[str, Any]], None] | None = None) -> SearchResult:
@@ -335,14 +343,18 @@ def search(settings: SearchSettings, *, data_dir: str | Path | None = None, stor
         Result store to append to and resume from (None: keep rows in memory).
     device, threads
         Where candidates are scored, and torch threads per worker (None: torch's default).
+    layout
+        ``auto`` (the skeleton's choice on the CPU, :attr:`NetSpec.cpu_layout`; NCHW on other devices),
+        ``nchw`` or ``nhwc``; recorded in every row.
     runner, shard
         Workers / Dask scheduler, and this run's share of the candidates.
     on_candidate
         Called with each newly scored row.
     """
     root = data_root(data_dir)
-    job = SearchJob(settings, str(root), check_device(device), threads)
     spec = get_net(settings.net)
+    device = check_device(device)
+    job = SearchJob(settings, str(root), device, threads, resolve_layout(layout, spec, device))
     sampler = Sampler(spec, settings.pool, settings.classes, settings.budget, settings.tolerance, settings.max_draws)
     source = load_images(settings, root)  # a missing dataset stops the search before anything is stored
     return run_search(job, setup_search, score_candidate, samples=settings.samples,
