@@ -104,7 +104,7 @@ def _blockswap_runs(args: argparse.Namespace, root: str) -> tuple[dict, dict]:
         exact = score_detailed(model, (batch[0].double(), batch[1]), [PROXY], seed=row["seed"], consume=True)
         scores["float64"]["fisher_potential"].append(float(exact[PROXY].value))
     print(f"settings: BlockSwap candidates of {args.net} within {args.budget:,} parameters (search seed "
-          f"{args.seed}), batch {args.batch_size}, fisher_potential, CPU, one process; NHWC with two-pass "
+          f"{args.seed}), batch {args.batch_size}, fisher_potential, CPU, one process; NHWC with exact "
           f"BatchNorm statistics (zc_proxies.runs.batchnorm), as the search scores it")
     return seconds, scores
 

@@ -41,7 +41,6 @@ from ..data.images import data_root
 from ..data.sources import MinibatchSource, source_for
 from ..errors import ArchError, ConfigError, DataError, UnknownNameError
 from ..proxies import get_proxy
-from ..runs.batchnorm import use_two_pass_batchnorm
 from ..runs.device import check_device
 from ..runs.layout import apply_layout, resolve_layout
 from ..runs.runner import Runner
@@ -228,9 +227,9 @@ def score_configuration(config: Configuration, batch: tuple[torch.Tensor, torch.
                         device: str | torch.device = "cpu", layout: str = "nchw") -> float:
     """Fisher potential of ``config`` built with weights seeded ``seed``, on ``batch``, in ``layout``.
 
-    In ``nhwc`` every BatchNorm collects its batch statistics in two exact
-    passes (:class:`~zc_proxies.runs.batchnorm.TwoPassBatchNorm2d`): torch's
-    NHWC CPU kernel accumulates them in one float32 pass, which moved WRN-40-2
+    In ``nhwc`` every BatchNorm collects exact batch statistics
+    (:class:`~zc_proxies.runs.batchnorm.ExactBatchNorm2d`): torch's NHWC CPU
+    kernel accumulates them sequentially in float32, which moved WRN-40-2
     candidates' scores by up to 1% from a float64 computation (NCHW: 0.08%),
     enough to reorder candidates. With exact statistics NHWC stays within
     0.11% and ranks candidates as NCHW does (``benchmarks/layout_check.py
@@ -243,9 +242,7 @@ def score_configuration(config: Configuration, batch: tuple[torch.Tensor, torch.
         raise ArchError(f"internal: analytic count {config.params} != built count {built} for {config.blocks}")
     device = torch.device(device)
     x, y = batch
-    if layout == "nhwc":
-        use_two_pass_batchnorm(model)
-    model, x = apply_layout(model, x, layout)
+    model, x = apply_layout(model, x, layout)  # NHWC: with exact BatchNorm statistics
     model = model.to(device)
     # the network was built for this call alone: give it away, so no private copy is made
     result = score_detailed(model, (x, y), [PROXY], seed=seed, consume=True)[PROXY]

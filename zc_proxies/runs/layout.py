@@ -5,7 +5,10 @@ faster in NHWC. A different layout changes the order of float32 additions, so
 scores move in their last digits (about 1e-3 relative for ``fisher`` on
 NAS-Bench-201); it is chosen per space, only where it is faster *and* ranks
 the space's architectures as NCHW does (``benchmarks/layout_check.py``
-measures both). The layout is an execution detail like the device or the
+measures both). In NHWC every BatchNorm2d collects exact batch statistics
+(:mod:`zc_proxies.runs.batchnorm`): torch's sequentially accumulated NHWC
+statistics were what made NHWC rank NB101 architectures (``jacob_cov``) and
+BlockSwap candidates differently from NCHW. The layout is an execution detail like the device or the
 thread count: it is recorded in every stored row, not in the store's settings.
 
 A space states its CPU choice as the class attribute ``cpu_layout``
@@ -19,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .batchnorm import use_exact_batchnorm
 
 LAYOUTS = ("auto", "nchw", "nhwc")
 _FORMATS = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
@@ -40,13 +44,16 @@ def resolve_layout(option: str, space: object, device: str | torch.device) -> st
 
 
 def apply_layout(model: nn.Module, inputs: torch.Tensor, layout: str) -> tuple[nn.Module, torch.Tensor]:
-    """``model`` (in place) and ``inputs`` in ``layout``; 4-d tensors only are affected, as torch does."""
+    """``model`` (in place: a network the run owns) and ``inputs`` in ``layout``; 4-d tensors only, as torch does.
+
+    NHWC also gives the model's BatchNorm2d layers exact batch statistics.
+    """
     if layout not in _FORMATS:
         raise ConfigError(f"layout {layout!r} is not one of {', '.join(_FORMATS)}")
     if layout == "nchw":
         return model, inputs
     fmt = _FORMATS[layout]
-    model = model.to(memory_format=fmt)
+    model = use_exact_batchnorm(model).to(memory_format=fmt)
     if inputs.dim() == 4:
         inputs = inputs.contiguous(memory_format=fmt)
     return model, inputs
