@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from speed_nb201 import forward_macs  # this folder's script, beside this one
 from torch import nn
 
 from zc_proxies.blockswap import SearchSettings, get_net, parse_budget
@@ -120,24 +121,7 @@ def reference_candidate(models: Any, utils: Any, convs: Sequence[Any], batch: tu
 
 def macs_per_image(model: nn.Module, x: torch.Tensor) -> float:
     """Conv2d and Linear multiply-accumulates of one forward pass, per image."""
-    total = 0
-
-    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        nonlocal total
-        if isinstance(module, nn.Conv2d):
-            k = module.weight.shape[1] * module.weight.shape[2] * module.weight.shape[3]
-            total += output.numel() * k
-        elif isinstance(module, nn.Linear):
-            total += output.numel() * module.in_features
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return total / x.shape[0]
+    return forward_macs(model, x) / x.shape[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -230,10 +230,10 @@ def score_configuration(config: Configuration, batch: tuple[torch.Tensor, torch.
     In ``nhwc`` every BatchNorm collects exact batch statistics
     (:class:`~zc_proxies.runs.batchnorm.ExactBatchNorm2d`): torch's NHWC CPU
     kernel accumulates them sequentially in float32, which moved WRN-40-2
-    candidates' scores by up to 1% from a float64 computation (NCHW: 0.08%),
+    candidates' scores by up to 1% from a float64 computation (NCHW: 0.2%),
     enough to reorder candidates. With exact statistics NHWC stays within
-    0.11% and ranks candidates as NCHW does (``benchmarks/layout_check.py
-    --space blockswap``).
+    0.18% (median 0.025%) and ranks 40 candidates as NCHW and float64 do
+    (``benchmarks/layout_check.py --space blockswap``).
     """
     gen = torch.Generator().manual_seed(seed)
     model = config.build(generator=gen)

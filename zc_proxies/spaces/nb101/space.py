@@ -66,7 +66,7 @@ class NB101Space(SearchSpace):
     name = "nb101"
     datasets = ("cifar10",)
     #: Scored in NHWC on the CPU (:mod:`zc_proxies.runs.layout`, with exact BatchNorm statistics): fisher
-    #: 1.45x as fast; Spearman 1.0 with NCHW for each of seven proxies over 16 archs (``benchmarks/layout_check.py``).
+    #: 1.30x as fast; Spearman 1.0 with NCHW for each of seven proxies over 16 archs (``benchmarks/layout_check.py``).
     cpu_layout = "nhwc"
     splits = ("val", "test", *EPOCH_TARGETS)
     #: What ``--target`` chooses among (see the module docstring).
