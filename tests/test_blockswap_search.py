@@ -21,7 +21,7 @@ from zc_proxies.blockswap import (
 from zc_proxies.blockswap.search import Sampler, window
 from zc_proxies.data import load_cifar, minibatch
 from zc_proxies.errors import ArchError, ConfigError, DataError
-from zc_proxies.runs.batchnorm import use_exact_batchnorm
+from zc_proxies.runs.layout import apply_layout
 from zc_proxies.runs.merge import merge_stores
 from zc_proxies.runs.runner import Runner
 from zc_proxies.runs.seeding import derive_seed
@@ -124,8 +124,7 @@ def test_search_scores_fisher_potential_and_keeps_the_best(cifar, data_root, tmp
         model = cfg.build(generator=torch.Generator().manual_seed(row["seed"]))
         x, y = minibatch(cifar, 8, row["batch_seed"])
         assert row["layout"] == "nhwc"  # WRNs on the CPU: NHWC with exact BatchNorm statistics
-        model = use_exact_batchnorm(model).to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+        model, x = apply_layout(model, x, row["layout"])
         assert row["score"] == pytest.approx(score(model, (x, y), "fisher_potential"), rel=1e-6)
     assert result.best["score"] == max(r["score"] for r in result.rows)
     assert result.scored == 3

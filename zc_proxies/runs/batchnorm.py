@@ -12,7 +12,7 @@ would lose digits) it takes the centred second moment in a second pass. It
 normalises with the eval-mode kernel given those statistics and
 differentiates with the native backward given the same statistics. In NHWC it
 costs a little more than torch's kernel (~5% of an NAS-Bench-201 Fisher
-score); in NCHW it is faster than NCHW's own train-mode kernel.
+score). The engine uses it in NHWC only (:mod:`zc_proxies.runs.layout`).
 
 Its first-order backward is torch's native kernel. Asked for a graph of the
 gradient (``create_graph``, as GraSP's Hessian-vector product does), it

@@ -79,8 +79,8 @@ class NB201Space(SearchSpace):
 
     name = "nb201"
     datasets = DATASETS
-    #: Scored in NHWC on the CPU (:mod:`zc_proxies.runs.layout`): 1.6x as fast for six proxies scored together,
-    #: Spearman >= 0.9996 with NCHW for each over 60 archs (``benchmarks/layout_check.py``).
+    #: Scored in NHWC on the CPU (:mod:`zc_proxies.runs.layout`): 1.44x as fast for six proxies scored together,
+    #: Spearman >= 0.99994 with NCHW for each over 60 archs (``benchmarks/layout_check.py``).
     cpu_layout = "nhwc"
     splits = ("val", "test", *HP12_TARGETS)
     #: What ``--target`` chooses among (see the module docstring).
