@@ -161,6 +161,7 @@ from ..errors import BatchError, ModelError, NonFiniteScoreError
 from . import _shared
 from .az_nas import WORST, block_features, block_trainability, isotropy, kaiming_fanin_reinit
 from .base import ScoringContext, register_proxy
+from .element_jacobian import element_jacobians
 from .flops import count_flops
 from .jacob_cov import jacobian_score
 from .population import ranks, register_aggregation
@@ -288,7 +289,9 @@ def fim_terms(net: nn.Module, x: torch.Tensor, proxy: str = "vkdnw") -> tuple[in
     if not names:
         raise ModelError(f"{proxy} needs a model with parameters; {type(net).__name__} has none")
     net.eval()
-    jac, logits = logit_jacobians(net, x, names[:MAX_TENSORS], proxy)
+    # L_n's last column is exactly zero, so the last class's row of J_n never enters F
+    fast = element_jacobians(net, x, names[:MAX_TENSORS], skip_last=True)
+    jac, logits = fast if fast is not None else logit_jacobians(net, x, names[:MAX_TENSORS], proxy)
     if logits.shape[-1] < 2:
         raise ModelError(f"{proxy} needs at least 2 outputs (the classes of a softmax); the model has "
                          f"{logits.shape[-1]}")
