@@ -4,12 +4,19 @@ Both Fisher proxies (and any other proxy that wants the same quantity) rest on
 
     g[n, c] = sum_i a[n, c, i] * dL/da[n, c, i]
 
-at some set of probe points. It equals dL/ds[n, c] for a per-sample, per-channel
-scale ``s`` multiplied into the activation at value 1, so each probe point's
-output is multiplied by such a tensor of ones and the gradients of the loss with
-respect to those scales are asked for. Nothing else is differentiated: no weight
-gradients, no stored activations, and in-place operations downstream of a probe
-cannot corrupt it.
+at some set of probe points. Where the probed output ``a`` is already part of
+the autograd graph, the gradient of the loss with respect to ``a`` itself is
+asked for and multiplied by ``a``: the forward pass is untouched and no
+memory pass is added to it. Where it is not (nothing upstream requires grad,
+typically the first layer), ``a`` is multiplied by a per-sample, per-channel
+scale ``s`` of value 1 that requires grad, and ``g`` = dL/ds. Nothing else is
+differentiated: no weight gradients.
+
+An in-place operation downstream (``ReLU(inplace=True)`` right after a probed
+layer) would overwrite ``a`` before its gradient is read; autograd's version
+counter shows it, :attr:`SaliencyProbes.intact` turns false, and the callers
+run the pass again with scales on every probe (``scales_only``), whose values
+in-place operations cannot corrupt.
 """
 
 from __future__ import annotations
@@ -37,33 +44,42 @@ def channel_dim(module: nn.Module) -> int:
 
 
 class SaliencyProbes:
-    """Per-sample, per-channel scales of value 1 on the outputs of ``modules``, while the context is open.
+    """Probes on the outputs of ``modules`` while the context is open; their saliencies after one backward pass.
 
-    Every call of a probed module multiplies its output by a fresh ones tensor
-    ``s`` of shape (N, C, 1, ...) that requires grad; the gradient of a loss
-    with respect to ``s`` is the saliency ``g``. Multiplying by one changes no
-    value of the forward pass and no gradient of anything else, so the probes
-    can ride along any backward pass (the shared pass of several proxies asks
-    for these gradients beside the weights' in one ``autograd.grad``).
+    Every call of a probed module adds one entry to :attr:`targets`: its output
+    (when the output already requires grad and not ``scales_only``), or a fresh
+    ones tensor ``s`` of shape (N, C, 1, ...) that requires grad and that the
+    output is multiplied by. Neither changes a value of the forward pass or a
+    gradient of anything else, so the probes ride along any backward pass: ask
+    for the gradients of :attr:`targets` beside whatever else is differentiated
+    (the shared pass of several proxies asks beside the weights' in one
+    ``autograd.grad``) and pass them to :meth:`saliencies`.
     """
 
-    def __init__(self, modules: Iterable[nn.Module]) -> None:
+    def __init__(self, modules: Iterable[nn.Module], scales_only: bool = False) -> None:
         self.modules = list(modules)
-        self.scales: list[torch.Tensor] = []
+        self.scales_only = scales_only
+        self.targets: list[torch.Tensor] = []
         self.owners: list[nn.Module] = []
+        self._outputs: list[tuple[torch.Tensor, int] | None] = []  # (output, its version) where it is the target
         self._handles: list = []
 
-    def _hook(self, module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+    def _hook(self, module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
         if not isinstance(output, torch.Tensor) or output.dim() < 2:
             shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
             raise ModelError(f"cannot probe {type(module).__name__}: its output ({shape}) is not a batch of "
                              "channels (N, C, ...)")
+        self.owners.append(module)
+        if output.requires_grad and not self.scales_only:
+            self.targets.append(output)
+            self._outputs.append((output, output._version))
+            return None
         dim = channel_dim(module) % output.dim()
         shape = [1] * output.dim()
         shape[0], shape[dim] = output.shape[0], output.shape[dim]
         scale = torch.ones(shape, dtype=output.dtype, device=output.device, requires_grad=True)
-        self.scales.append(scale)
-        self.owners.append(module)
+        self.targets.append(scale)
+        self._outputs.append(None)
         return output * scale
 
     def __enter__(self) -> SaliencyProbes:
@@ -75,12 +91,30 @@ class SaliencyProbes:
             handle.remove()
         self._handles = []
 
+    @property
+    def intact(self) -> bool:
+        """False if an in-place operation has overwritten a probed output that is its own target."""
+        return all(kept is None or kept[0]._version == kept[1] for kept in self._outputs)
+
     def saliencies(self, grads: Iterable[torch.Tensor | None]) -> list[tuple[nn.Module, torch.Tensor]]:
-        """``(module, g)`` per probed call from the gradients of :attr:`scales` (None: did not reach the loss)."""
+        """``(module, g)`` per probed call, ``g`` (N, C), from the gradients of :attr:`targets` (None: no path)."""
+        if not self.intact:
+            raise RuntimeError("internal: a probed output was modified in place; run again with scales_only=True")
         out = []
-        for module, scale, grad in zip(self.owners, self.scales, grads):
-            g = torch.zeros_like(scale) if grad is None else grad.detach()
-            out.append((module, g.reshape(scale.shape[0], -1)))
+        for module, target, kept, grad in zip(self.owners, self.targets, self._outputs, grads):
+            n = target.shape[0]
+            if kept is None:
+                g = torch.zeros_like(target) if grad is None else grad.detach()
+                out.append((module, g.reshape(n, -1)))
+                continue
+            output = kept[0].detach()
+            dim = channel_dim(module) % output.dim()
+            if grad is None:
+                out.append((module, output.new_zeros(n, output.shape[dim])))
+                continue
+            positions = [d for d in range(1, output.dim()) if d != dim]
+            product = grad.detach() * output
+            out.append((module, product.sum(dim=positions) if positions else product))
         return out
 
 
@@ -89,20 +123,26 @@ def channel_saliencies(
     modules: Iterable[nn.Module],
     forward_loss: Callable[[], torch.Tensor],
 ) -> list[tuple[nn.Module, torch.Tensor]]:
-    """Run ``forward_loss`` once and return ``(module, g)`` for every call of a probed module.
+    """Run ``forward_loss`` and return ``(module, g)`` for every call of a probed module.
 
     ``forward_loss`` runs ``model`` on a minibatch and returns the scalar loss
     (:meth:`~zc_proxies.proxies.base.ScoringContext.forward_loss`), whatever the
     model's calling convention. ``g`` has shape ``(N, C)``. A module called twice
     in one forward pass gives two entries. Probes whose output does not reach the
-    loss give zeros.
+    loss give zeros. It runs once, or twice if an in-place operation overwrote a
+    probed output (see the module docstring).
     """
-    with SaliencyProbes(modules) as probes:
-        loss = forward_loss()
-    if not probes.scales:
-        return []
-    if loss.requires_grad:
-        grads = torch.autograd.grad(loss, probes.scales, allow_unused=True)
-    else:  # no probe reaches the loss
-        grads = (None,) * len(probes.scales)
-    return probes.saliencies(grads)
+    modules = list(modules)
+    for scales_only in (False, True):
+        with SaliencyProbes(modules, scales_only) as probes:
+            loss = forward_loss()
+        if not probes.targets:
+            return []
+        if not probes.intact:
+            continue
+        if loss.requires_grad:
+            grads = torch.autograd.grad(loss, probes.targets, allow_unused=True)
+        else:  # no probe reaches the loss
+            grads = (None,) * len(probes.targets)
+        return probes.saliencies(grads)
+    raise RuntimeError("internal: probes with scales only cannot be overwritten in place")

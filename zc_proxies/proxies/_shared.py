@@ -61,7 +61,7 @@ from torch import nn
 from ..batch import Batch, scalar_loss
 from ..batch import single_value_guard as batch_single_value_guard
 from ..errors import BatchError, ModelError, ZCBenchError
-from ..probes import SaliencyProbes
+from ..probes import SaliencyProbes, channel_saliencies
 from .base import ScoringContext
 
 # Key under which score() lists the names of the proxies scored together on one working copy.
@@ -217,6 +217,12 @@ _LOSS_ARTIFACTS = frozenset({"weight_grads", "hessian_grad", "param_grads", "con
 _WEIGHT_ARTIFACTS = frozenset({"weight_grads", "hessian_grad", "param_grads"})
 
 
+def _loss_again(ctx: ScoringContext) -> torch.Tensor:
+    """Another forward pass of the working copy to its loss (for probes overwritten in place in the first)."""
+    with torch.enable_grad():
+        return ctx.loss(model_output(ctx.model(ctx.inputs.detach()), "this proxy"))
+
+
 def _run(ctx: ScoringContext, todo: set[str], requested: set[str]) -> TrainPass:
     model = ctx.model
     layers = weight_layers(model)
@@ -267,7 +273,7 @@ def _run(ctx: ScoringContext, todo: set[str], requested: set[str]) -> TrainPass:
     if need_weights:
         for w in [*weights, *others]:
             w.requires_grad_(True)  # the working copy's flags are restored after the proxy
-    # Fisher's probes multiply each layer output by ones: no value and no other gradient changes
+    # Fisher's probes change no value and no other gradient (zc_proxies.probes)
     probes = SaliencyProbes(layers if "conv_saliencies" in todo else ())
     x = ctx.inputs.detach().clone().requires_grad_(need_jac)
     try:
@@ -291,14 +297,15 @@ def _run(ctx: ScoringContext, todo: set[str], requested: set[str]) -> TrainPass:
     if need_loss:
         hessian = "hessian_grad" in todo
         inputs = [*weights, *others] if need_weights else []
-        scales = probes.scales
-        if loss.requires_grad and (inputs or scales):
-            everything = torch.autograd.grad(loss, [*inputs, *scales], allow_unused=True,
+        targets = probes.targets if probes.intact else []  # overwritten in place: saliencies from a rerun below
+        if loss.requires_grad and (inputs or targets):
+            everything = torch.autograd.grad(loss, [*inputs, *targets], allow_unused=True,
                                              create_graph=hessian, retain_graph=hessian or need_jac)
         else:
-            everything = (None,) * (len(inputs) + len(scales))
+            everything = (None,) * (len(inputs) + len(targets))
         if "conv_saliencies" in todo:
-            result.conv_saliencies = probes.saliencies(everything[len(inputs):])
+            result.conv_saliencies = (probes.saliencies(everything[len(inputs):]) if probes.intact
+                                      else channel_saliencies(model, layers, lambda: _loss_again(ctx)))
         everything = everything[:len(inputs)]
         grads = everything[:len(weights)]
         if need_weights:
