@@ -5,8 +5,8 @@
 #   QUICK=1 bash benchmarks/gpu_check.sh                               # a smoke run (minutes)
 # Steps: (1) NB201 fisher on 1,000 archs, (2) NB201 with the classic proxies together on 200 archs,
 # (3) 1,000 BlockSwap candidates (WRN-40-2, 800k), (4) the mini CIFAR BlockSwap comparison with more epochs,
-# (5) the modern proxies too slow for the CPU (te_nas, vkdnw, vkdnw_agg: ~21 CPU-hours) on the 1,000 NB201 archs
-#     of benchmarks/reproduce_modern.py. MODERN=0 skips it.
+# (5) the modern proxy too slow for the CPU (te_nas: one backward pass of the batch per sample, ~8 CPU-hours) on
+#     the 1,000 NB201 archs of benchmarks/reproduce_modern.py. MODERN=0 skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-gpu-check}"
@@ -36,8 +36,8 @@ echo "== (4) mini CIFAR BlockSwap comparison, $EPOCHS epochs"
 timed "cifar mini" python benchmarks/blockswap_cifar_mini.py --device cuda --epochs "$EPOCHS" --workers 2 \
   --probe-images 0 --quiet --out "$OUT/cifar-mini"
 if [ "$MODERN" != 0 ]; then
-  echo "== (5) te_nas, vkdnw, vkdnw_agg on $MODERN NB201 archs (CIFAR-10 test Spearman beside the published)"
-  timed "modern x$MODERN" python benchmarks/reproduce_modern.py --proxies te_nas,vkdnw,vkdnw_agg \
+  echo "== (5) te_nas on $MODERN NB201 archs (CIFAR-10 test Spearman beside the published)"
+  timed "modern x$MODERN" python benchmarks/reproduce_modern.py --proxies te_nas \
     --sample "$MODERN" --device cuda --workers "$WORKERS" --threads 1 --quiet --out "$OUT/modern"
   cat "$OUT/modern/modern.md"
 fi
