@@ -5,7 +5,7 @@
 #   QUICK=1 bash benchmarks/gpu_check.sh                               # a smoke run (minutes)
 # Steps: (1) NB201 fisher on 1,000 archs, (2) NB201 with the classic proxies together on 200 archs,
 # (3) 1,000 BlockSwap candidates (WRN-40-2, 800k), (4) the mini CIFAR BlockSwap comparison with more epochs,
-# (5) the modern proxy too slow for the CPU (te_nas: one backward pass of the batch per sample, ~6 CPU-hours) on
+# (5) the modern proxy too slow for the CPU (te_nas: one backward pass of the batch per sample, ~5.5 CPU-hours) on
 #     the 1,000 NB201 archs of benchmarks/reproduce_modern.py. MODERN=0 skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
