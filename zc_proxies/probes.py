@@ -61,7 +61,7 @@ class SaliencyProbes:
         self.scales_only = scales_only
         self.targets: list[torch.Tensor] = []
         self.owners: list[nn.Module] = []
-        self._outputs: list[tuple[torch.Tensor, int] | None] = []  # (output, its version) where it is the target
+        self._versions: list[int | None] = []  # a target that is the output itself: its version then; else None
         self._handles: list = []
 
     def _hook(self, module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
@@ -72,14 +72,14 @@ class SaliencyProbes:
         self.owners.append(module)
         if output.requires_grad and not self.scales_only:
             self.targets.append(output)
-            self._outputs.append((output, output._version))
+            self._versions.append(output._version)
             return None
         dim = channel_dim(module) % output.dim()
         shape = [1] * output.dim()
         shape[0], shape[dim] = output.shape[0], output.shape[dim]
         scale = torch.ones(shape, dtype=output.dtype, device=output.device, requires_grad=True)
         self.targets.append(scale)
-        self._outputs.append(None)
+        self._versions.append(None)
         return output * scale
 
     def __enter__(self) -> SaliencyProbes:
@@ -94,20 +94,20 @@ class SaliencyProbes:
     @property
     def intact(self) -> bool:
         """False if an in-place operation has overwritten a probed output that is its own target."""
-        return all(kept is None or kept[0]._version == kept[1] for kept in self._outputs)
+        return all(v is None or t._version == v for t, v in zip(self.targets, self._versions))
 
     def saliencies(self, grads: Iterable[torch.Tensor | None]) -> list[tuple[nn.Module, torch.Tensor]]:
         """``(module, g)`` per probed call, ``g`` (N, C), from the gradients of :attr:`targets` (None: no path)."""
         if not self.intact:
             raise RuntimeError("internal: a probed output was modified in place; run again with scales_only=True")
         out = []
-        for module, target, kept, grad in zip(self.owners, self.targets, self._outputs, grads):
+        for module, target, version, grad in zip(self.owners, self.targets, self._versions, grads):
             n = target.shape[0]
-            if kept is None:
+            if version is None:  # a scale: its gradient is the saliency
                 g = torch.zeros_like(target) if grad is None else grad.detach()
                 out.append((module, g.reshape(n, -1)))
                 continue
-            output = kept[0].detach()
+            output = target.detach()
             dim = channel_dim(module) % output.dim()
             if grad is None:
                 out.append((module, output.new_zeros(n, output.shape[dim])))
