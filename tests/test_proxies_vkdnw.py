@@ -256,6 +256,24 @@ def test_vkdnw_agg_components_equal_the_hand_computation():
                                                         both["az_nas"]["trainability"])
 
 
+@pytest.mark.parametrize("order", [["vkdnw", "vkdnw_agg"], ["vkdnw_agg", "vkdnw"]])
+def test_scored_together_the_fisher_matrix_is_computed_once(monkeypatch, order):
+    net, batch = make_net(), make_batch()
+    alone = {name: score(net, batch, name, seed=SEED) for name in order}
+    calls = []
+    original = zc_proxies.proxies.vkdnw.fim_terms
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(zc_proxies.proxies.vkdnw, "fim_terms", counted)
+    together = score(net, batch, order, seed=SEED)
+    assert len(calls) == 1
+    assert together["vkdnw"] == alone["vkdnw"]
+    assert together["vkdnw_agg"] == alone["vkdnw_agg"]  # the later components (draws after the FIM) unchanged
+
+
 # -- (b) the aggregation ----------------------------------------------------------------------------------------
 
 

@@ -309,11 +309,32 @@ def fim_terms(net: nn.Module, x: torch.Tensor, proxy: str = "vkdnw") -> tuple[in
     return len(names), decile_entropy(lam)
 
 
-@register_proxy("vkdnw", needs_labels=False, needs_grad=True, bn_mode="eval", version="1")
+#: Where ``vkdnw`` and ``vkdnw_agg`` scored in one call leave (aleph, VKDNW) for each other.
+_FIM_KEY = "vkdnw_fim_terms"
+
+
+def shared_fim_terms(ctx: ScoringContext, net: nn.Module, x: torch.Tensor) -> tuple[int, float]:
+    """:func:`fim_terms` of the re-initialised copy ``net``, computed once per scoring call.
+
+    Both proxies draw the same copy and inputs from the same seed, and the
+    working copy's own BatchNorm mode does not enter (the copy is put in eval
+    mode), so the second of them reads the first one's result from the call's
+    cache. ``net`` is left in eval mode either way.
+    """
+    net.eval()
+    if _FIM_KEY not in ctx.cache:
+        ctx.cache[_FIM_KEY] = fim_terms(net, x, ctx.proxy)
+    return ctx.cache[_FIM_KEY]
+
+
+# bn_mode "train" though the FIM is taken in eval mode: the proxy scores a re-initialised copy that it puts in
+# eval mode itself, so the working copy's mode changes nothing, and "train" shares vkdnw_agg's working copy
+# and cache (one FIM for both when they are scored together)
+@register_proxy("vkdnw", needs_labels=False, needs_grad=True, bn_mode="train", version="1")
 def vkdnw(ctx: ScoringContext) -> float:
     """VKDNW_single: aleph (parameter tensors) + entropy of the FIM eigenvalue deciles / ln 10."""
     net, x, _gen = _fresh_copy(ctx)
-    dim, entropy = fim_terms(net, x, ctx.proxy)
+    dim, entropy = shared_fim_terms(ctx, net, x)
     return dim + entropy / SINGLE_SCALE
 
 
@@ -378,7 +399,7 @@ def vkdnw_log_rank_sum(oriented: np.ndarray) -> np.ndarray:
 def vkdnw_agg(ctx: ScoringContext) -> dict[str, float]:
     """VKDNW_agg's components: aleph, VKDNW, MFLOPs, AZ-NAS expressivity and trainability, jacov."""
     net, x, gen = _fresh_copy(ctx)
-    dim, entropy = fim_terms(net, x, ctx.proxy)  # eval mode, fresh running statistics
+    dim, entropy = shared_fim_terms(ctx, net, x)  # eval mode, fresh running statistics
     mflops = count_flops(net, tuple(x.shape[1:]), device=x.device, dtype=x.dtype) / 1e6
     expr, train = az_terms(net, x, gen, ctx.proxy)  # train mode
     real = ScoringContext(model=net, batch=ctx.batch, seed=ctx.seed, cache={}, proxy=ctx.proxy)

@@ -8,7 +8,9 @@ the space's architectures as NCHW does (``benchmarks/layout_check.py``
 measures both). In NHWC every BatchNorm2d collects exact batch statistics
 (:mod:`zc_proxies.runs.batchnorm`): torch's sequentially accumulated NHWC
 statistics were what made NHWC rank NB101 architectures (``jacob_cov``) and
-BlockSwap candidates differently from NCHW. The layout is an execution detail like the device or the
+BlockSwap candidates differently from NCHW. Stride-1 average pools run there as
+depthwise convolutions (:mod:`zc_proxies.runs.pooling`), which oneDNN does
+several times faster than torch's NHWC pooling kernel. The layout is an execution detail like the device or the
 thread count: it is recorded in every stored row, not in the store's settings.
 
 A space states its CPU choice as the class attribute ``cpu_layout``
@@ -23,6 +25,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .batchnorm import use_exact_batchnorm
+from .pooling import use_box_avgpool
 
 LAYOUTS = ("auto", "nchw", "nhwc")
 _FORMATS = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
@@ -46,14 +49,15 @@ def resolve_layout(option: str, space: object, device: str | torch.device) -> st
 def apply_layout(model: nn.Module, inputs: torch.Tensor, layout: str) -> tuple[nn.Module, torch.Tensor]:
     """``model`` (in place: a network the run owns) and ``inputs`` in ``layout``; 4-d tensors only, as torch does.
 
-    NHWC also gives the model's BatchNorm2d layers exact batch statistics.
+    NHWC also gives the model's BatchNorm2d layers exact batch statistics, and
+    runs its stride-1 average pools as depthwise convolutions.
     """
     if layout not in _FORMATS:
         raise ConfigError(f"layout {layout!r} is not one of {', '.join(_FORMATS)}")
     if layout == "nchw":
         return model, inputs
     fmt = _FORMATS[layout]
-    model = use_exact_batchnorm(model).to(memory_format=fmt)
+    model = use_box_avgpool(use_exact_batchnorm(model)).to(memory_format=fmt)
     if inputs.dim() == 4:
         inputs = inputs.contiguous(memory_format=fmt)
     return model, inputs
