@@ -6,6 +6,7 @@
 ``store``        the result store: settings header, keyed rows, torn-tail repair, lock
 ``shards``       ``--shard i/N`` and the SLURM / torchrun environment
 ``device``       the torch device a run asks for, checked up front
+``layout``       NCHW or NHWC per space; NHWC brings ``batchnorm`` (exact statistics) and ``pooling``
 ``runner``       tasks on this process, worker processes (dead workers replaced) or a Dask cluster
 ``execute``      the loop they share: tasks through the runner, rows into the store as they finish
 ``evaluation``   an evaluation: architectures -> proxy scores -> correlation tables (``zcbench eval``)
