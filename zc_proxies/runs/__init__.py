@@ -7,6 +7,7 @@
 ``shards``       ``--shard i/N`` and the SLURM / torchrun environment
 ``device``       the torch device a run asks for, checked up front
 ``layout``       NCHW or NHWC per space; NHWC brings ``batchnorm`` (exact statistics) and ``pooling``
+``memory``       a worker keeps the memory it frees (no page faults on the next network)
 ``runner``       tasks on this process, worker processes (dead workers replaced) or a Dask cluster
 ``execute``      the loop they share: tasks through the runner, rows into the store as they finish
 ``evaluation``   an evaluation: architectures -> proxy scores -> correlation tables (``zcbench eval``)
