@@ -9,7 +9,11 @@ one ``score`` call, in the layout ``zcbench eval`` uses) and is timed. Beside
 it, the bare network: the same build, minibatch and layout, one forward pass
 and one backward pass to the inputs (every activation's gradient, which is
 what Fisher needs; no weight gradients), timed on the same architectures in
-the same run. The floor is what the arithmetic alone would
+the same run, before the evaluator's task on every other architecture and
+after it on the rest: an architecture's first pass also pays for the first
+touch of memory that no earlier, smaller network used (page faults; up to 5x
+the pass itself on an NB101 network larger than any before it), so a pass
+that always came second would look cheaper than it is. The floor is what the arithmetic alone would
 cost: the conv and linear multiply-accumulates of the forward pass (counted
 with forward hooks) times 2 FLOPs, times 2 again for the backward pass to the
 layer inputs that the proxy needs (no weight gradients), divided by the rate
@@ -39,6 +43,7 @@ from zc_proxies.data import data_root
 from zc_proxies.errors import ConfigError, RunError, guarded
 from zc_proxies.runs.evaluation import (
     EvalConfig,
+    WorkerState,
     arch_seed,
     parse_proxies,
     positive,
@@ -85,6 +90,21 @@ def forward_macs(model: nn.Module, x: torch.Tensor) -> int:
         for h in handles:
             h.remove()
     return total
+
+
+def build_network(state: WorkerState, config: EvalConfig, layout: str, index: int, seed: int):
+    """Architecture ``index``'s network and minibatch, seeded as the evaluator seeds them."""
+    x, y = state.source.batch(config.batch_size, seed, config.augment, config.sampling)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = state.space.build(state.space[index], state.num_classes)
+    model, x = apply_layout(model, x, layout)
+    return model, x, y
+
+
+def bare_network(state: WorkerState, config: EvalConfig, layout: str, index: int, seed: int) -> float:
+    """Seconds of :func:`bare_pass` on architecture ``index``'s network and minibatch."""
+    return bare_pass(*build_network(state, config, layout, index, seed))
 
 
 def bare_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -148,6 +168,9 @@ def main(argv=None) -> int:
             score_arch(state, (i, versus))
     wall, proxy_s, bare_s, floor_s, macs_all, versus_s = [], [], [], [], [], []
     for k, i in enumerate(timed):
+        s = arch_seed(args.seed, i)  # the same minibatch and weights as the evaluator task
+        if k % 2:  # alternate which comes first: an architecture's first pass also pays its memory's first touch
+            bare_s.append(bare_network(state, config, layout, i, s))
         if versus and k % 2:  # alternate which goes first
             t0 = time.perf_counter()
             score_arch(state, (i, versus))
@@ -163,13 +186,9 @@ def main(argv=None) -> int:
         for r in rows:
             if r["status"] != OK:
                 raise RunError(f"architecture {i}: {r['proxy']} gave status {r['status']}: {r['message']}")
-        s = arch_seed(args.seed, i)  # the same minibatch and weights as the task just timed
-        x, y = state.source.batch(args.batch_size, s, config.augment, config.sampling)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(s)
-            model = state.space.build(state.space[i], state.num_classes)
-        model, x = apply_layout(model, x, layout)
-        bare_s.append(bare_pass(model, x, y))
+        if not k % 2:
+            bare_s.append(bare_network(state, config, layout, i, s))
+        model, x, _ = build_network(state, config, layout, i, s)
         macs = forward_macs(model, x)
         macs_all.append(macs)
         floor_s.append(2 * 2 * macs / rate)  # forward + input-gradient backward, 2 FLOPs per MAC

@@ -216,3 +216,13 @@ def test_a_model_given_away_scores_the_same(names):
     assert {n: r.value for n, r in kept.items()} == {n: r.value for n, r in given.items()}
     with pytest.raises(zc_proxies.errors.ConfigError, match="consume must be True or False"):
         score_detailed(net, data, names, consume="yes")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_host_batch_scored_on_gpu_equals_batch_already_there():
+    """A host minibatch goes to the GPU through pinned memory, asynchronously: same scores as one moved first."""
+    names = ["fisher", "grad_norm", "snip", "synflow"]
+    x, y = batch()
+    from_host = score(small_net().cuda(), (x, y), names)
+    already = score(small_net().cuda(), (x.cuda(), y.cuda()), names)
+    assert from_host == already

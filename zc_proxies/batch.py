@@ -46,6 +46,19 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def to_device(tensor: torch.Tensor, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``tensor`` on ``device`` (as ``dtype``); a host tensor bound for a GPU goes through pinned memory.
+
+    The copy from page-locked memory is asynchronous, so the host goes on
+    (building the next network, launching kernels) while it runs; torch's
+    caching host allocator reuses the pinned block once the copy is done.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and tensor.device.type == "cpu" and torch.cuda.is_available():
+        return tensor.pin_memory().to(device, dtype, non_blocking=True)
+    return tensor.to(device, dtype)
+
+
 def model_dtype(model: nn.Module) -> torch.dtype:
     """The floating dtype of the model's first floating parameter (float32 if none)."""
     for p in model.parameters():
@@ -190,7 +203,7 @@ class Batch:
         elif self.loss is not checked_cross_entropy:
             if targets.shape[:1] != (n,):
                 raise BatchError(f"targets hold {targets.shape[:1]} rows for {n} inputs")
-            targets = targets.to(device)
+            targets = to_device(targets, device)
         else:
             if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
                 raise BatchError(f"targets must be integer class indices, got dtype {targets.dtype}")
@@ -200,8 +213,8 @@ class Batch:
                 )
             if (targets < 0).any():
                 raise BatchError(f"targets must be class indices >= 0, found {int(targets.min())}")
-            targets = targets.to(device, torch.long)
-        inputs = inputs.to(device, model_dtype(model))
+            targets = to_device(targets, device, torch.long)
+        inputs = to_device(inputs, device, model_dtype(model))
         return dataclasses.replace(self, inputs=inputs, targets=targets, device=inputs.device)
 
     def to(self, device: torch.device | str) -> Batch:
