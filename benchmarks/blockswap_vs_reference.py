@@ -47,6 +47,7 @@ from zc_proxies.blockswap.search import SearchJob, draw_candidate, score_candida
 from zc_proxies.data import data_root
 from zc_proxies.errors import ConfigError, DataError, guarded
 from zc_proxies.runs.layout import LAYOUTS, resolve_layout
+from zc_proxies.runs.runner import worker_state
 from zc_proxies.runs.seeding import check_seed, derive_seed
 from zc_proxies.runs.store import OK
 
@@ -156,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = SearchSettings(net="wrn-40-2", budget=budget, samples=args.samples + args.warmup, seed=args.seed,
                               batch_size=args.batch_size)
     layout = resolve_layout(args.layout, get_net(settings.net), "cpu")
-    state = setup_search(SearchJob(settings, str(root), "cpu", args.threads, layout))
+    state = worker_state(setup_search, SearchJob(settings, str(root), "cpu", args.threads, layout))
     sampler = ReferenceSampler(models, utils, budget, settings.tolerance, derive_seed(args.seed, "sample"))
 
     print("== BlockSwap candidate: ours beside the paper's code ==")

@@ -38,6 +38,8 @@ from scipy.stats import spearmanr
 from zc_proxies.data import data_root
 from zc_proxies.errors import RunError, guarded
 from zc_proxies.runs.evaluation import EvalConfig, parse_proxies, positive, sample_indices, score_arch, setup_worker
+from zc_proxies.runs.memory import prepare_worker
+from zc_proxies.runs.runner import worker_state
 from zc_proxies.runs.store import ERROR, OK
 from zc_proxies.spaces.spec import open_spec
 
@@ -54,6 +56,7 @@ def _space_runs(args: argparse.Namespace, root: str) -> tuple[dict, dict]:
     base = EvalConfig(space=spec.space, dataset=spec.dataset, proxies=proxies, batch_size=args.batch_size,
                       seed=args.seed, data_root=root, threads=args.threads)
     states = {layout: setup_worker(dataclasses.replace(base, layout=layout)) for layout in ("nchw", "nhwc")}
+    prepare_worker()  # as the runner tunes a worker once it is set up
     indices = sample_indices(range(len(space)), args.sample, args.seed)
     seconds: dict[str, list[float]] = defaultdict(list)
     scores: dict[str, dict[str, list[float]]] = {"nchw": defaultdict(list), "nhwc": defaultdict(list)}
@@ -85,7 +88,7 @@ def _blockswap_runs(args: argparse.Namespace, root: str) -> tuple[dict, dict]:
 
     settings = SearchSettings(net=args.net, budget=args.budget, samples=args.sample, seed=args.seed,
                               batch_size=args.batch_size)
-    state = setup_search(SearchJob(settings, root, "cpu", args.threads))
+    state = worker_state(setup_search, SearchJob(settings, root, "cpu", args.threads))
     seconds: dict[str, list[float]] = defaultdict(list)
     scores: dict[str, dict[str, list[float]]] = {"nchw": defaultdict(list), "nhwc": defaultdict(list),
                                                  "float64": defaultdict(list)}

@@ -35,6 +35,7 @@ from zc_proxies import score
 from zc_proxies.data import data_root
 from zc_proxies.errors import guarded
 from zc_proxies.runs.evaluation import EvalConfig, arch_seed, parse_proxies, positive, sample_indices, setup_worker
+from zc_proxies.runs.runner import worker_state
 from zc_proxies.runs.seeding import check_seed
 
 
@@ -67,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The evaluator's worker state: the space and the data layer's CIFAR-10 training images.
     config = EvalConfig(space="nb201", dataset="cifar10", proxies=tuple(names), batch_size=args.batch_size,
                         seed=args.seed, data_root=str(root), threads=args.threads)
-    state = setup_worker(config)
+    state = worker_state(setup_worker, config)
     space = state.space
     indices = sample_indices(range(len(space)), args.archs, args.seed)
     print(f"machine: {platform.node()} | {platform.processor() or platform.machine()} | {os.cpu_count()} cores | "

@@ -52,6 +52,7 @@ from zc_proxies.runs.evaluation import (
     setup_worker,
 )
 from zc_proxies.runs.layout import LAYOUTS, apply_layout, resolve_layout
+from zc_proxies.runs.runner import worker_state
 from zc_proxies.runs.seeding import check_seed
 from zc_proxies.runs.store import OK
 from zc_proxies.spaces.spec import open_spec
@@ -155,7 +156,7 @@ def main(argv=None) -> int:
 
     config = EvalConfig(space=spec.space, dataset=spec.dataset, proxies=proxies, batch_size=args.batch_size,
                         seed=args.seed, data_root=str(root), threads=args.threads, layout=layout)
-    state = setup_worker(config)
+    state = worker_state(setup_worker, config)  # as the runner sets a worker up, process tuning included
     rate = matmul_rate(threads)
     indices = sample_indices(range(len(state.space)), args.sample + args.warmup, args.seed)
     warm, timed = indices[:args.warmup], indices[args.warmup:]

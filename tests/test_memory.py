@@ -1,4 +1,4 @@
-"""A run's worker keeps the memory it frees (glibc), so the next network's buffers are already mapped."""
+"""A run's worker keeps the memory it frees (glibc) and its setup objects out of the cyclic collector."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 
+import zc_proxies.runs.runner as runner
 from zc_proxies.runs.memory import keep_freed_memory
 
 PROBE = textwrap.dedent("""
@@ -43,3 +44,33 @@ def test_freed_buffers_stay_mapped_only_where_asked():
 def test_elsewhere_it_says_it_did_nothing(monkeypatch):
     monkeypatch.setattr(sys, "platform", "darwin")
     assert keep_freed_memory() is False
+
+
+FREEZE = textwrap.dedent("""
+    import gc
+    from zc_proxies.runs.memory import freeze_setup_objects
+    kept = [[i] for i in range(1000)]
+    first = freeze_setup_objects()
+    frozen = gc.get_freeze_count()
+    print(first, frozen >= 1000, freeze_setup_objects(), gc.get_freeze_count() == frozen)
+""")
+
+
+def test_setup_objects_are_frozen_once():
+    out = subprocess.run([sys.executable, "-c", FREEZE], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True", "False", "True"]  # a second call leaves what is frozen alone
+
+
+def _setup(config: int) -> list[int]:
+    return [config]
+
+
+def test_runner_tunes_a_worker_once_per_setup(monkeypatch):
+    calls = []
+    monkeypatch.setattr(runner, "prepare_worker", lambda: calls.append(1))
+    monkeypatch.setattr(runner, "_STATE", {})
+    assert runner.worker_state(_setup, 1) == [1]
+    assert runner.worker_state(_setup, 1) == [1]
+    assert len(calls) == 1
+    assert runner.worker_state(_setup, 2) == [2]
+    assert len(calls) == 2

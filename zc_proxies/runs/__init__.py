@@ -7,7 +7,7 @@
 ``shards``       ``--shard i/N`` and the SLURM / torchrun environment
 ``device``       the torch device a run asks for, checked up front
 ``layout``       NCHW or NHWC per space; NHWC brings ``batchnorm`` (exact statistics) and ``pooling``
-``memory``       a worker keeps the memory it frees (no page faults on the next network)
+``memory``       a worker keeps the memory it frees, and its setup objects out of the garbage collector
 ``runner``       tasks on this process, worker processes (dead workers replaced) or a Dask cluster
 ``execute``      the loop they share: tasks through the runner, rows into the store as they finish
 ``evaluation``   an evaluation: architectures -> proxy scores -> correlation tables (``zcbench eval``)

@@ -49,7 +49,6 @@ from ..spaces.spec import SpaceSpec, open_space, open_spec
 from .device import check_device
 from .execute import RunSummary, execute
 from .layout import apply_layout, resolve_layout
-from .memory import keep_freed_memory
 from .runner import Runner
 from .seeding import check_seed, derive_seed, rng
 from .shards import Shard, resolve_shard, shard_items, shard_path
@@ -137,12 +136,8 @@ def import_modules(modules: Iterable[str]) -> None:
 
 
 def setup_worker(config: EvalConfig, *, warn: bool = False) -> WorkerState:
-    """Load the space and the minibatch images for ``config`` (once per worker process).
-
-    The process's allocator is set to keep freed memory (:mod:`zc_proxies.runs.memory`).
-    """
+    """Load the space and the minibatch images for ``config`` (once per worker process)."""
     import_modules(config.imports)
-    keep_freed_memory()
     if config.threads:
         torch.set_num_threads(int(config.threads))
     space = open_space(config.space, config.data_root, config.source)

@@ -34,6 +34,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from ..errors import ConfigError, RunError
+from .memory import prepare_worker
 
 C = TypeVar("C")
 S = TypeVar("S")
@@ -54,12 +55,17 @@ def _state_key(setup: Callable, config: Any) -> tuple[str, str]:
 
 
 def worker_state(setup: Callable[[C], S], config: C) -> S:
-    """``setup(config)``, computed once per process and kept (the state of the process's last run)."""
+    """``setup(config)``, computed once per process and kept (the state of the process's last run).
+
+    After the first setup the process is tuned for scoring one network after
+    another (:func:`~zc_proxies.runs.memory.prepare_worker`).
+    """
     key = _state_key(setup, config)
     with _STATE_LOCK:
         if key not in _STATE:
             _STATE.clear()  # a process serves one run at a time
             _STATE[key] = setup(config)
+            prepare_worker()
         return _STATE[key]
 
 
