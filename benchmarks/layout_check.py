@@ -17,6 +17,7 @@ Usage::
     python benchmarks/layout_check.py --space nb201-cifar10 --sample 100 --proxies fisher,grad_norm,snip
     python benchmarks/layout_check.py --space nb101-cifar10 --sample 30
     python benchmarks/layout_check.py --space blockswap --sample 50
+    python benchmarks/layout_check.py --space blockswap --net resnet-34 --budget 8000000 --sample 20
 """
 
 from __future__ import annotations
@@ -37,10 +38,20 @@ from scipy.stats import spearmanr
 
 from zc_proxies.data import data_root
 from zc_proxies.errors import RunError, guarded
-from zc_proxies.runs.evaluation import EvalConfig, parse_proxies, positive, sample_indices, score_arch, setup_worker
+from zc_proxies.runs.evaluation import (
+    EvalConfig,
+    arch_seed,
+    network_and_batch,
+    parse_proxies,
+    positive,
+    sample_indices,
+    score_arch,
+    setup_worker,
+)
 from zc_proxies.runs.memory import prepare_worker
 from zc_proxies.runs.runner import worker_state
 from zc_proxies.runs.store import ERROR, OK
+from zc_proxies.score import score_detailed
 from zc_proxies.spaces.spec import open_spec
 
 
@@ -60,6 +71,8 @@ def _space_runs(args: argparse.Namespace, root: str) -> tuple[dict, dict]:
     indices = sample_indices(range(len(space)), args.sample, args.seed)
     seconds: dict[str, list[float]] = defaultdict(list)
     scores: dict[str, dict[str, list[float]]] = {"nchw": defaultdict(list), "nhwc": defaultdict(list)}
+    if args.float64:
+        scores["float64"] = defaultdict(list)
     for k, i in enumerate(indices):
         order = ("nchw", "nhwc") if k % 2 == 0 else ("nhwc", "nchw")
         for layout in order:
@@ -70,12 +83,20 @@ def _space_runs(args: argparse.Namespace, root: str) -> tuple[dict, dict]:
                 if r["status"] == ERROR:
                     raise RunError(f"architecture {i}, {layout}: {r['proxy']} failed: {r['message']}")
                 scores[layout][r["proxy"]].append(r["score"] if r["status"] == OK else math.nan)
+        if args.float64:  # the same network, minibatch and seed in float64 (NCHW): both layouts' yardstick
+            seed = arch_seed(args.seed, i)
+            model, (x, y) = network_and_batch(states["nchw"], space[i], seed)
+            exact = score_detailed(model.double(), (x.double(), y), list(proxies), seed=seed, consume=True)
+            for name in proxies:
+                res = exact[name]
+                scores["float64"][name].append(float(res.value) if res.status == OK else math.nan)
     print(f"settings: {args.space}, {len(indices)} archs sampled with seed {args.seed}, batch {args.batch_size}, "
           f"proxies {', '.join(proxies)} scored together, CPU, one process")
     return seconds, scores
 
 
 def _blockswap_runs(args: argparse.Namespace, root: str) -> tuple[dict, dict]:
+    from zc_proxies.blockswap.networks import get_net
     from zc_proxies.blockswap.search import (
         PROXY,
         SearchJob,
@@ -84,10 +105,10 @@ def _blockswap_runs(args: argparse.Namespace, root: str) -> tuple[dict, dict]:
         score_configuration,
         setup_search,
     )
-    from zc_proxies.score import score_detailed
 
-    settings = SearchSettings(net=args.net, budget=args.budget, samples=args.sample, seed=args.seed,
-                              batch_size=args.batch_size)
+    spec = get_net(args.net)
+    settings = SearchSettings(net=spec.name, budget=args.budget, samples=args.sample, seed=args.seed,
+                              batch_size=args.batch_size, dataset=args.dataset or spec.default_dataset)
     state = worker_state(setup_search, SearchJob(settings, root, "cpu", args.threads))
     seconds: dict[str, list[float]] = defaultdict(list)
     scores: dict[str, dict[str, list[float]]] = {"nchw": defaultdict(list), "nhwc": defaultdict(list),
@@ -106,9 +127,9 @@ def _blockswap_runs(args: argparse.Namespace, root: str) -> tuple[dict, dict]:
         model = config.build(generator=torch.Generator().manual_seed(row["seed"])).double()
         exact = score_detailed(model, (batch[0].double(), batch[1]), [PROXY], seed=row["seed"], consume=True)
         scores["float64"]["fisher_potential"].append(float(exact[PROXY].value))
-    print(f"settings: BlockSwap candidates of {args.net} within {args.budget:,} parameters (search seed "
-          f"{args.seed}), batch {args.batch_size}, fisher_potential, CPU, one process; NHWC with exact "
-          f"BatchNorm statistics (zc_proxies.runs.batchnorm), as the search scores it")
+    print(f"settings: BlockSwap candidates of {spec.name} within {args.budget:,} parameters (search seed "
+          f"{args.seed}), {settings.dataset} images, batch {args.batch_size}, fisher_potential, CPU, one process; "
+          "NHWC with exact BatchNorm statistics (zc_proxies.runs.batchnorm), as the search scores it")
     return seconds, scores
 
 
@@ -122,6 +143,11 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--net", default="wrn-40-2", help="BlockSwap skeleton (default wrn-40-2)")
     p.add_argument("--budget", type=int, default=800_000, help="BlockSwap budget (default 800000)")
+    p.add_argument("--dataset", default=None,
+                   help="BlockSwap training images (default: cifar10 for WRN, imagenet for ResNet, as the search)")
+    p.add_argument("--float64", action="store_true",
+                   help="also score every architecture in float64 (NCHW) and compare both layouts with it "
+                        "(always on for blockswap)")
     p.add_argument("--data", default=None)
     args = p.parse_args(argv)
     positive(args.sample, "--sample")
@@ -138,23 +164,32 @@ def main(argv=None) -> int:
     print(f"\nmedian s/arch: NCHW {nchw:.3f}, NHWC {nhwc:.3f}; NHWC is {nchw / nhwc:.2f}x as fast\n")
     print("| proxy | Spearman NCHW vs NHWC | largest relative difference | NaN in NCHW / NHWC |")
     print("|---|---|---|---|")
-    for proxy in scores["nchw"]:  # float64 (BlockSwap only) is reported below
-        a, b = np.asarray(scores["nchw"][proxy], float), np.asarray(scores["nhwc"][proxy], float)
-        both = np.isfinite(a) & np.isfinite(b)  # NaN scores (e.g. a cell with no input path) compared apart
-        a_ok, b_ok = a[both], b[both]
-        rho = spearmanr(a_ok, b_ok).statistic if both.sum() > 2 else math.nan
-        rel = float(np.max(np.abs(a_ok - b_ok) / np.maximum(np.abs(a_ok), 1e-300))) if both.any() else math.nan
-        print(f"| {proxy} | {rho:.5f} | {rel:.2e} | {int((~np.isfinite(a)).sum())} / {int((~np.isfinite(b)).sum())} |")
+    for proxy in scores["nchw"]:  # float64 is reported below
+        rho, rel, _ = _agreement(scores["nchw"][proxy], scores["nhwc"][proxy])
+        nan_a, nan_b = (int((~np.isfinite(np.asarray(scores[k][proxy], float))).sum()) for k in ("nchw", "nhwc"))
+        print(f"| {proxy} | {rho:.5f} | {rel:.2e} | {nan_a} / {nan_b} |")
     if "float64" in scores:
-        exact = np.asarray(scores["float64"]["fisher_potential"], float)
-        print("\n| layout | Spearman with float64 | relative error vs float64: median | largest |")
-        print("|---|---|---|---|")
-        for layout in ("nchw", "nhwc"):
-            ours = np.asarray(scores[layout]["fisher_potential"], float)
-            err = np.abs(ours - exact) / np.abs(exact)
-            print(f"| {layout.upper()} | {spearmanr(ours, exact).statistic:.5f} | {np.median(err):.2e} | "
-                  f"{err.max():.2e} |")
+        print("\n| proxy | layout | Spearman with float64 | relative error vs float64: median | largest |")
+        print("|---|---|---|---|---|")
+        for proxy, exact in scores["float64"].items():
+            for layout in ("nchw", "nhwc"):
+                rho, rel, med = _agreement(exact, scores[layout][proxy])
+                print(f"| {proxy} | {layout.upper()} | {rho:.5f} | {med:.2e} | {rel:.2e} |")
     return 0
+
+
+def _agreement(reference: list[float], other: list[float]) -> tuple[float, float, float]:
+    """Spearman, largest and median relative difference of ``other`` from ``reference`` where both are finite.
+
+    NaN scores (e.g. a cell with no input path) are left out here and counted apart.
+    """
+    a, b = np.asarray(reference, float), np.asarray(other, float)
+    both = np.isfinite(a) & np.isfinite(b)
+    if not both.any():
+        return math.nan, math.nan, math.nan
+    rho = spearmanr(a[both], b[both]).statistic if both.sum() > 2 else math.nan
+    rel = np.abs(a[both] - b[both]) / np.maximum(np.abs(a[both]), 1e-300)
+    return float(rho), float(rel.max()), float(np.median(rel))
 
 
 if __name__ == "__main__":

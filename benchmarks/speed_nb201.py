@@ -45,13 +45,14 @@ from zc_proxies.runs.evaluation import (
     EvalConfig,
     WorkerState,
     arch_seed,
+    network_and_batch,
     parse_proxies,
     positive,
     sample_indices,
     score_arch,
     setup_worker,
 )
-from zc_proxies.runs.layout import LAYOUTS, apply_layout, resolve_layout
+from zc_proxies.runs.layout import LAYOUTS, resolve_layout
 from zc_proxies.runs.runner import worker_state
 from zc_proxies.runs.seeding import check_seed
 from zc_proxies.runs.store import OK
@@ -93,19 +94,15 @@ def forward_macs(model: nn.Module, x: torch.Tensor) -> int:
     return total
 
 
-def build_network(state: WorkerState, config: EvalConfig, layout: str, index: int, seed: int):
-    """Architecture ``index``'s network and minibatch, seeded as the evaluator seeds them."""
-    x, y = state.source.batch(config.batch_size, seed, config.augment, config.sampling)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = state.space.build(state.space[index], state.num_classes)
-    model, x = apply_layout(model, x, layout)
+def build_network(state: WorkerState, index: int, seed: int):
+    """Architecture ``index``'s network and minibatch, as the evaluator's task builds them."""
+    model, (x, y) = network_and_batch(state, state.space[index], seed)
     return model, x, y
 
 
-def bare_network(state: WorkerState, config: EvalConfig, layout: str, index: int, seed: int) -> float:
+def bare_network(state: WorkerState, index: int, seed: int) -> float:
     """Seconds of :func:`bare_pass` on architecture ``index``'s network and minibatch."""
-    return bare_pass(*build_network(state, config, layout, index, seed))
+    return bare_pass(*build_network(state, index, seed))
 
 
 def bare_pass(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -171,7 +168,7 @@ def main(argv=None) -> int:
     for k, i in enumerate(timed):
         s = arch_seed(args.seed, i)  # the same minibatch and weights as the evaluator task
         if k % 2:  # alternate which comes first: an architecture's first pass also pays its memory's first touch
-            bare_s.append(bare_network(state, config, layout, i, s))
+            bare_s.append(bare_network(state, i, s))
         if versus and k % 2:  # alternate which goes first
             t0 = time.perf_counter()
             score_arch(state, (i, versus))
@@ -188,8 +185,8 @@ def main(argv=None) -> int:
             if r["status"] != OK:
                 raise RunError(f"architecture {i}: {r['proxy']} gave status {r['status']}: {r['message']}")
         if not k % 2:
-            bare_s.append(bare_network(state, config, layout, i, s))
-        model, x, _ = build_network(state, config, layout, i, s)
+            bare_s.append(bare_network(state, i, s))
+        model, x, _ = build_network(state, i, s)
         macs = forward_macs(model, x)
         macs_all.append(macs)
         floor_s.append(2 * 2 * macs / rate)  # forward + input-gradient backward, 2 FLOPs per MAC

@@ -183,9 +183,9 @@ def test_nhwc_scores_the_same_networks_as_nchw_to_float32_precision(data_root):
         assert b["score"] == pytest.approx(a["score"], rel=2e-3)
 
 
-def test_auto_layout_is_nhwc_for_wrns_on_the_cpu_and_nchw_for_resnets(data_root):
-    assert get_net("wrn-40-2").cpu_layout == "nhwc"
-    assert get_net("resnet-34").cpu_layout == "nchw"
+def test_auto_layout_is_nhwc_on_the_cpu_for_both_skeletons(data_root):
+    assert get_net("wrn-40-2").cpu_layout == get_net("resnet-34").cpu_layout == "nhwc"
+    assert (get_net("wrn-16-2").default_dataset, get_net("resnet-34").default_dataset) == ("cifar10", "imagenet")
     rows = search(_settings(samples=1), data_dir=data_root, progress=False).rows
     assert rows[0]["layout"] == "nhwc"
     with pytest.raises(ConfigError, match="layout"):

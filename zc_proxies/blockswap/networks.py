@@ -27,6 +27,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -78,15 +79,16 @@ class NetSpec:
     def __len__(self) -> int:
         return len(self.slots)
 
-    @property
-    def cpu_layout(self) -> str:
-        """The memory layout its candidates are scored in on the CPU with ``--layout auto``.
+    #: The memory layout candidates are scored in on the CPU with ``--layout auto``: NHWC, with exact
+    #: BatchNorm statistics (``benchmarks/layout_check.py --space blockswap``, 1 thread, NHWC vs NCHW):
+    #: WRN-40-2 at 800K on CIFAR-10, batch 128, 1.30x as fast over 40 candidates; ResNet-34 at 8M on
+    #: ImageNet, batch 64, 1.24x as fast over 20. Spearman 1.0 with NCHW and with float64 for both.
+    cpu_layout: ClassVar[str] = "nhwc"
 
-        NHWC for the CIFAR WRNs: measured 1.3x as fast as NCHW with the same
-        ranking (``benchmarks/layout_check.py --space blockswap``). NCHW for the
-        ImageNet ResNets, where no measurement supports anything else.
-        """
-        return "nhwc" if self.family == "wrn" else "nchw"
+    @property
+    def default_dataset(self) -> str:
+        """The training images its candidates are scored on when none are named: CIFAR-10 or ImageNet."""
+        return "cifar10" if self.family == "wrn" else "imagenet"
 
     # -- configurations -------------------------------------------------------------
     def check(self, config: Sequence[str | BlockType]) -> tuple[BlockType, ...]:

@@ -183,6 +183,23 @@ def error_message(exc: BaseException) -> str:
     return text if isinstance(exc, ZCBenchError) else f"{type(exc).__name__}: {text}"
 
 
+def network_and_batch(state: WorkerState, arch: Any, seed: int) -> tuple[torch.nn.Module, tuple]:
+    """``arch``'s network and minibatch as a task scores them: both seeded by ``seed``, on the run's device and
+    in its layout.
+
+    The minibatch is drawn first and the weights are initialised from ``torch.manual_seed(seed)`` inside a
+    forked generator, so the caller's random state is untouched.
+    """
+    cfg = state.config
+    batch = state.source.batch(cfg.batch_size, seed, cfg.augment, cfg.sampling)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = state.space.build(arch, state.num_classes)
+    model = model.to(cfg.device)
+    model, inputs = apply_layout(model, batch[0], cfg.layout)
+    return model, (inputs, *batch[1:])
+
+
 def score_arch(state: WorkerState, item: tuple[int, tuple[str, ...]]) -> list[dict[str, Any]]:
     """Score architecture ``index`` with ``proxies``; one row per proxy, never an exception.
 
@@ -216,13 +233,7 @@ def score_arch(state: WorkerState, item: tuple[int, tuple[str, ...]]) -> list[di
     model = batch = None
     if build_error is None:
         try:
-            batch = state.source.batch(cfg.batch_size, seed, cfg.augment, cfg.sampling)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                model = state.space.build(arch, state.num_classes)
-            model = model.to(cfg.device)
-            model, inputs = apply_layout(model, batch[0], cfg.layout)
-            batch = (inputs, *batch[1:])
+            model, batch = network_and_batch(state, arch, seed)
         except Exception as exc:  # noqa: BLE001
             build_error = exc
     if build_error is not None:
