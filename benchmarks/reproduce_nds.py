@@ -32,6 +32,7 @@ import torch
 
 from zc_proxies.errors import ConfigError, guarded
 from zc_proxies.runs.evaluation import EvalRequest, parse_proxies, plan_evaluation, run_evaluation
+from zc_proxies.runs.layout import LAYOUTS
 from zc_proxies.runs.store import read_store
 from zc_proxies.spaces.nds import SWEEPS
 
@@ -75,6 +76,8 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default: 1)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--layout", choices=LAYOUTS, default="auto",
+                   help="as zcbench eval --layout (default auto: NHWC on the CPU, NCHW with jacob_cov or epe_nas)")
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--out", default="benchmark-results/reproduce_nds")
     p.add_argument("--data", default=None)
@@ -87,13 +90,13 @@ def main(argv=None) -> int:
         raise ConfigError(f"--sweeps: no NDS space {', '.join(map(repr, unknown))} (known: {', '.join(SWEEPS)})")
     requests = [EvalRequest(space=s, proxy=",".join(proxies), sample=args.sample, seed=args.seed,
                             batch_size=args.batch_size, workers=args.workers, threads=args.threads,
-                            device=args.device, out=str(Path(args.out) / s), data=args.data,
+                            device=args.device, layout=args.layout, out=str(Path(args.out) / s), data=args.data,
                             bootstrap=args.bootstrap, plot=False) for s in sweeps]
     plans = [plan_evaluation(r) for r in requests]  # every sweep checked before anything is scored
     header = [machine_line(args.workers, args.threads),
               f"settings: {len(proxies)} proxies ({', '.join(proxies)}); batch {args.batch_size} of "
               f"{plans[0].source.name} images ({plans[0].source.data.transform()}); seed {args.seed}; "
-              f"device {plans[0].config.device}; bootstrap {args.bootstrap}"]
+              f"device {plans[0].config.device}, {plans[0].config.layout.upper()}; bootstrap {args.bootstrap}"]
     print("\n".join(header), flush=True)
     results = {}
     wall = {}

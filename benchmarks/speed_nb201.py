@@ -147,7 +147,7 @@ def main(argv=None) -> int:
           f"load average {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     space, spec = open_spec(args.space, root, None)
     proxies = parse_proxies(args.proxies)
-    layout = resolve_layout(args.layout, space, "cpu")
+    layout = resolve_layout(args.layout, space, "cpu", proxies + (parse_proxies(args.versus) if args.versus else ()))
     print(f"settings: {', '.join(proxies)}, {args.space}, batch {args.batch_size}, {args.sample} archs sampled "
           f"with seed {args.seed} (+{args.warmup} warm-up), {layout.upper()}, CPU, one process")
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
-from zc_proxies import get_space
+from zc_proxies import get_space, score
 from zc_proxies.cli import main
 from zc_proxies.errors import MissingDataError
+from zc_proxies.runs.layout import apply_layout, resolve_layout
 from zc_proxies.spaces import list_specs
 from zc_proxies.spaces.spec import open_spec
 
@@ -71,3 +73,26 @@ def test_eval_on_an_imagenet_sweep_records_the_transform(tmp_path, data_root, ca
     rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()[1:]]
     assert len(rows) == 4 and all(r["status"] == "ok" for r in rows)
     assert all(r["data_source"] == "imagenet-sample" and "224x224 crop" in r["transform"] for r in rows)
+
+
+@pytest.mark.parametrize("name", ["nds-enas-imagenet", "nds-resnet-cifar10"])
+def test_nds_networks_are_scored_in_nhwc_on_the_cpu_unless_jacob_cov_is_asked_for(data_root, name):
+    space = get_space(name, data_root)
+    assert resolve_layout("auto", space, "cpu") == "nhwc"
+    assert resolve_layout("auto", space, "cuda") == "nchw"
+    assert resolve_layout("auto", space, "cpu", ["fisher", "jacob_cov"]) == "nchw"  # measured to rank apart
+    assert resolve_layout("nhwc", space, "cpu", ["jacob_cov"]) == "nhwc"  # asked for
+    generator = torch.Generator().manual_seed(3)
+    side = 32 if name.endswith("cifar10") else 64  # a small ImageNet input keeps the test cheap
+    x = torch.randn(16, 3, side, side, generator=generator)  # BatchNorm over fewer values amplifies rounding
+    y = torch.randint(0, space.num_classes(space.datasets[0]), (16,), generator=generator)
+    proxies = ["fisher", "grad_norm", "synflow", "jacob_cov", "naswot"]
+    scores = {}
+    for layout in ("nchw", "nhwc"):
+        torch.manual_seed(11)
+        model, inputs = apply_layout(space.build(space[0]), x, layout)
+        assert inputs.is_contiguous(memory_format=torch.channels_last) == (layout == "nhwc")
+        scores[layout] = score(model, (inputs, y), proxy=proxies, seed=5)
+    for proxy in proxies:  # float32 sums in another order: last digits only (synflow runs in float64)
+        tolerance = 1e-9 if proxy == "synflow" else 3e-3
+        assert scores["nhwc"][proxy] == pytest.approx(scores["nchw"][proxy], rel=tolerance), proxy

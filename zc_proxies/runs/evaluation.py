@@ -490,7 +490,7 @@ def plan_evaluation(req: EvalRequest) -> EvalPlan:
     config = EvalConfig(space=spec.space, dataset=spec.dataset, proxies=proxies, batch_size=req.batch_size,
                         seed=req.seed, data_root=str(root), device=device, threads=req.threads,
                         augment=req.augment, sampling=req.sampling, imports=tuple(req.imports),
-                        source=results_source, layout=resolve_layout(req.layout, space, device))
+                        source=results_source, layout=resolve_layout(req.layout, space, device, proxies))
     runner = Runner(req.workers, req.scheduler)
     return EvalPlan(req, config, spec, space, source, indices, shard, path, runner, notices)
 

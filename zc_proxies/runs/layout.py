@@ -14,11 +14,15 @@ several times faster than torch's NHWC pooling kernel. The layout is an executio
 thread count: it is recorded in every stored row, not in the store's settings.
 
 A space states its CPU choice as the class attribute ``cpu_layout``
-(``"nchw"`` when it states none). On other devices ``auto`` means NCHW: no
+(``"nchw"`` when it states none), and may name in ``nchw_proxies`` the proxies
+whose ranking NHWC was measured to change there: a run that scores any of
+them stays in NCHW under ``auto``. On other devices ``auto`` means NCHW: no
 measurement there supports anything else.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -31,8 +35,8 @@ LAYOUTS = ("auto", "nchw", "nhwc")
 _FORMATS = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
 
 
-def resolve_layout(option: str, space: object, device: str | torch.device) -> str:
-    """``nchw`` or ``nhwc`` for ``--layout option`` on ``device`` (``auto``: the space's CPU choice)."""
+def resolve_layout(option: str, space: object, device: str | torch.device, proxies: Iterable[str] = ()) -> str:
+    """``nchw`` or ``nhwc`` for ``--layout option`` on ``device`` (``auto``: the space's CPU choice for ``proxies``)."""
     if option not in LAYOUTS:
         raise ConfigError(f"--layout {option!r} is not a layout; use one of {', '.join(LAYOUTS)}")
     if option != "auto":
@@ -43,6 +47,8 @@ def resolve_layout(option: str, space: object, device: str | torch.device) -> st
     if chosen not in _FORMATS:
         raise ConfigError(f"space {getattr(space, 'name', space)!r} declares cpu_layout {chosen!r}; "
                           f"use one of {', '.join(_FORMATS)}")
+    if chosen == "nhwc" and set(proxies) & set(getattr(space, "nchw_proxies", ())):
+        return "nchw"
     return chosen
 
 

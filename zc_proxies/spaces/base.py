@@ -69,9 +69,18 @@ class SearchSpace(ABC):
         The named accuracies ``--target`` chooses among (:class:`Target`),
         whether or not the opened results hold each; empty means one default
         target per split (what a space that declares nothing gets).
+    cpu_layout
+        The memory layout ``--layout auto`` scores its networks in on the CPU
+        (:mod:`zc_proxies.runs.layout`): ``"nchw"`` unless NHWC was measured faster
+        with the same ranking.
+    nchw_proxies
+        Proxies whose ranking NHWC was measured to change on this space: a run
+        that scores any of them stays in NCHW under ``auto``.
     """
 
     name: str = ""
+    cpu_layout: str = "nchw"
+    nchw_proxies: frozenset[str] = frozenset()
     datasets: tuple[str, ...] = ()
     splits: tuple[str, ...] = ("val", "test")
     targets: tuple[Target, ...] = ()
