@@ -361,7 +361,7 @@ class NDSSpace(SearchSpace):
     """
 
     #: Scored in NHWC on the CPU (:mod:`zc_proxies.runs.layout`, with exact BatchNorm statistics), cell and
-    #: AnyNet spaces alike: six proxies scored together 1.5x-1.8x (cells) and 1.1x-1.2x (AnyNet) as fast as
+    #: AnyNet spaces alike: six proxies scored together 1.4x-1.8x (cells) and 1.1x-1.2x (AnyNet) as fast as
     #: NCHW, Spearman 1.0 with NCHW for fisher, grad_norm, snip, synflow and naswot on every sweep measured
     #: (``benchmarks/layout_check.py``; figures in the README).
     cpu_layout = "nhwc"
