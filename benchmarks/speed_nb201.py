@@ -147,7 +147,8 @@ def main(argv=None) -> int:
           f"load average {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     space, spec = open_spec(args.space, root, None)
     proxies = parse_proxies(args.proxies)
-    layout = resolve_layout(args.layout, space, "cpu", proxies + (parse_proxies(args.versus) if args.versus else ()))
+    versus = parse_proxies(args.versus) if args.versus else ()
+    layout = resolve_layout(args.layout, space, "cpu", proxies + versus)  # the layout a run of both would take
     print(f"settings: {', '.join(proxies)}, {args.space}, batch {args.batch_size}, {args.sample} archs sampled "
           f"with seed {args.seed} (+{args.warmup} warm-up), {layout.upper()}, CPU, one process")
 
@@ -160,7 +161,6 @@ def main(argv=None) -> int:
     for i in warm:
         score_arch(state, (i, proxies))
 
-    versus = parse_proxies(args.versus) if args.versus else None
     if versus:
         for i in warm:
             score_arch(state, (i, versus))

@@ -184,8 +184,7 @@ def error_message(exc: BaseException) -> str:
 
 
 def network_and_batch(state: WorkerState, arch: Any, seed: int) -> tuple[torch.nn.Module, tuple]:
-    """``arch``'s network and minibatch as a task scores them: both seeded by ``seed``, on the run's device and
-    in its layout.
+    """``arch``'s network and minibatch as a task scores them: seeded by ``seed``, on the run's device and layout.
 
     The minibatch is drawn first and the weights are initialised from ``torch.manual_seed(seed)`` inside a
     forked generator, so the caller's random state is untouched.
