@@ -9,7 +9,8 @@ architecture goes through the evaluator's own task (``score_arch``: its
 minibatch, weights and proxy seed from its ``arch_seed``) once per layout,
 the two layouts alternating which goes first. For BlockSwap (``--space
 blockswap``) the candidates of ``zcbench blockswap search`` are scored with
-and without ``channels_last``. Printed: the machine and settings, the median
+and without ``channels_last`` (``--dataset coco``: the
+detectors of ``zcbench blockswap search --dataset coco``). Printed: the machine and settings, the median
 seconds per architecture in each layout and their ratio, the Spearman
 correlation of the two layouts' scores and the largest relative difference.
 Usage::
@@ -18,6 +19,7 @@ Usage::
     python benchmarks/layout_check.py --space nb101-cifar10 --sample 30
     python benchmarks/layout_check.py --space blockswap --sample 50
     python benchmarks/layout_check.py --space blockswap --net resnet-34 --budget 8000000 --sample 20
+    python benchmarks/layout_check.py --space blockswap --net resnet-34 --dataset coco --budget 10000000 --sample 10
 """
 
 from __future__ import annotations
@@ -133,6 +135,49 @@ def _blockswap_runs(args: argparse.Namespace, root: str) -> tuple[dict, dict]:
     return seconds, scores
 
 
+def _detection_runs(args: argparse.Namespace, root: str) -> tuple[dict, dict]:
+    from zc_proxies.blockswap.detection import (
+        PROXY,
+        DetectionBatch,
+        DetectionSearchJob,
+        DetectionSearchSettings,
+        build_detector,
+        score_detection_configuration,
+        setup_detection_search,
+    )
+    from zc_proxies.blockswap.search import draw_candidate
+
+    settings = DetectionSearchSettings(net=args.net, budget=args.budget, samples=args.sample, seed=args.seed,
+                                       batch_size=args.batch_size, min_size=args.min_size, max_size=args.max_size)
+    state = worker_state(setup_detection_search, DetectionSearchJob(settings, root, "cpu", args.threads))
+    seconds: dict[str, list[float]] = defaultdict(list)
+    scores: dict[str, dict[str, list[float]]] = {"nchw": defaultdict(list), "nhwc": defaultdict(list),
+                                                 "float64": defaultdict(list)}
+    for i in range(args.sample):
+        row, config = draw_candidate(i, settings.seed, state.spec, state.sampler, settings.num_classes,
+                                     settings.batch_size, False)
+        images, targets = state.data.minibatch(settings.batch_size, row["seed"])
+        order = ("nchw", "nhwc") if i % 2 == 0 else ("nhwc", "nchw")
+        for layout in order:
+            t0 = time.perf_counter()
+            value, _ = score_detection_configuration(config, images, targets, row["seed"], min_size=settings.min_size,
+                                                     max_size=settings.max_size, layout=layout)
+            seconds[layout].append(time.perf_counter() - t0)
+            scores[layout][PROXY].append(value)
+        # the same detector, minibatch and seed in float64 (NCHW): the yardstick of both layouts' float32 error
+        detector = build_detector(config, seed=row["seed"], min_size=settings.min_size,
+                                  max_size=settings.max_size).double()
+        batch = DetectionBatch([im.double() for im in images],
+                               [{k: v.double() if v.is_floating_point() else v for k, v in t.items()} for t in targets])
+        exact = score_detailed(detector, batch, [PROXY], seed=row["seed"], consume=True)
+        scores["float64"][PROXY].append(float(exact[PROXY].value))
+    print(f"settings: Mask R-CNN over BlockSwap backbones of {state.spec.name} within {args.budget:,} body parameters "
+          f"(search seed {args.seed}), {state.data.name}, batch {args.batch_size}, images resized to "
+          f"{args.min_size}-{args.max_size}, {PROXY}, CPU, one process; NHWC: the whole detector, with exact "
+          "BatchNorm statistics, as the search scores it")
+    return seconds, scores
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--space", default="nb201-cifar10", help="a space as zcbench eval names it, or 'blockswap'")
@@ -144,7 +189,10 @@ def main(argv=None) -> int:
     p.add_argument("--net", default="wrn-40-2", help="BlockSwap skeleton (default wrn-40-2)")
     p.add_argument("--budget", type=int, default=800_000, help="BlockSwap budget (default 800000)")
     p.add_argument("--dataset", default=None,
-                   help="BlockSwap training images (default: cifar10 for WRN, imagenet for ResNet, as the search)")
+                   help="BlockSwap images (default: cifar10 for WRN, imagenet for ResNet, as the search); coco "
+                        "scores Mask R-CNN detectors over ResNet backbones, as the COCO search")
+    p.add_argument("--min-size", type=int, default=800, help="coco: the detector's shorter image side (800)")
+    p.add_argument("--max-size", type=int, default=1333, help="coco: the detector's longest image side (1333)")
     p.add_argument("--float64", action="store_true",
                    help="also score every architecture in float64 (NCHW) and compare both layouts with it "
                         "(always on for blockswap)")
@@ -152,13 +200,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     positive(args.sample, "--sample")
     positive(args.threads, "--threads")
+    coco = args.space == "blockswap" and args.dataset == "coco"
     if args.batch_size is None:
-        args.batch_size = 128 if args.space == "blockswap" else 64
+        args.batch_size = 2 if coco else 128 if args.space == "blockswap" else 64
     positive(args.batch_size, "--batch-size")
     torch.set_num_threads(args.threads)
     root = str(data_root(args.data))
     print(machine_line(args.threads))
-    run = _blockswap_runs if args.space == "blockswap" else _space_runs
+    run = _detection_runs if coco else _blockswap_runs if args.space == "blockswap" else _space_runs
     seconds, scores = run(args, root)
     nchw, nhwc = statistics.median(seconds["nchw"]), statistics.median(seconds["nhwc"])
     print(f"\nmedian s/arch: NCHW {nchw:.3f}, NHWC {nhwc:.3f}; NHWC is {nchw / nhwc:.2f}x as fast\n")

@@ -29,6 +29,8 @@ from zc_proxies.blockswap.networks import count_parameters, get_net
 from zc_proxies.cli import main
 from zc_proxies.data.coco import CocoDataset, load_coco, polygon_mask
 from zc_proxies.errors import ArchError, BatchError, DataError, MissingDataError, ModelError
+from zc_proxies.runs.batchnorm import ExactBatchNorm2d
+from zc_proxies.runs.layout import network_in_layout
 
 SMALL = {"min_size": 128, "max_size": 160}
 FAST_HEADS = {"rpn_pre_nms_top_n_train": 300, "rpn_post_nms_top_n_train": 100, "box_batch_size_per_image": 32}
@@ -335,6 +337,21 @@ def test_detection_batch_is_refused_where_it_cannot_work(tiny_detector, coco_bat
         score(classifier, DetectionBatch(images, targets), "fisher")
 
 
+def test_detector_scores_alike_in_both_layouts(coco_batch):
+    """NHWC puts the whole detector in channels-last with exact BatchNorm; it scores the same detector."""
+    images, targets = coco_batch
+    config = Configuration.create("resnet-34", ["S", "BG(2,M)", "B(2)", "G(4)"] * 4, 91)
+    nchw, counts = score_detection_configuration(config, images, targets, 7, **SMALL)
+    nhwc, counts_nhwc = score_detection_configuration(config, images, targets, 7, **SMALL, layout="nhwc")
+    assert counts == counts_nhwc and counts["params"] == body_params(config)
+    assert nhwc != nchw and nhwc == pytest.approx(nchw, rel=1e-2)  # float32 rounding apart, ~1e-3 measured
+    detector = network_in_layout(build_detector(config, seed=7, **SMALL), "nhwc")
+    assert all(type(m) is ExactBatchNorm2d for m in detector.modules() if isinstance(m, nn.BatchNorm2d))
+    assert detector.backbone.body.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert detector.roi_heads.mask_head[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert score(detector, DetectionBatch(images, targets), "fisher_potential", seed=7) == nhwc
+
+
 # -- the search --------------------------------------------------------------------------------------------
 def test_coco_search_end_to_end(data_root, tmp_path, capsys):
     out, store = tmp_path / "best.json", tmp_path / "cands.jsonl"
@@ -355,8 +372,9 @@ def test_coco_search_end_to_end(data_root, tmp_path, capsys):
     row = rows[1]
     images, targets = load_coco(data_root).minibatch(2, row["seed"])
     assert [int(t["image_id"]) for t in targets] == row["image_ids"]
+    assert {r["layout"] for r in rows} == {"nhwc"}  # --layout auto on the CPU
     again, _ = score_detection_configuration(Configuration("resnet-34", tuple(row["blocks"]), 91), images, targets,
-                                             row["seed"], **SMALL)
+                                             row["seed"], **SMALL, layout="nhwc")
     assert again == row["score"]
     assert main(argv) == 0  # rerun: everything comes from the store
     assert len(store.read_text().splitlines()) == 3

@@ -64,11 +64,12 @@ from ..data.images import data_root
 from ..errors import ArchError, BatchError, DataError, ModelError
 from ..proxies import get_proxy
 from ..runs.device import check_device
+from ..runs.layout import network_in_layout, resolve_layout
 from ..runs.runner import Runner
 from ..runs.search import SearchResult, run_search, scored_row
 from ..runs.seeding import derive_seed
 from ..runs.shards import Shard
-from ..score import score
+from ..score import score, score_detailed
 from .blocks import PAPER_POOL
 from .config import Configuration
 from .networks import BlockSwapNet, NetSpec, count_parameters, get_net
@@ -380,11 +381,13 @@ def body_sampler(settings: DetectionSearchSettings) -> Sampler:
 
 
 def score_detection_configuration(config: Configuration, images: Images, targets: Targets, seed: int, *,
-                                  min_size: int = 800, max_size: int = 1333,
-                                  device: str | torch.device = "cpu") -> tuple[float, dict[str, int]]:
+                                  min_size: int = 800, max_size: int = 1333, device: str | torch.device = "cpu",
+                                  layout: str = "nchw") -> tuple[float, dict[str, int]]:
     """Fisher potential of the detector over ``config`` (weights seeded ``seed``), and its parameter counts.
 
-    The detector is built on the CPU; its private scoring copy and the batch go to ``device``.
+    The detector is built on the CPU for this call alone, put in ``layout``
+    (NHWC: the whole detector, with exact BatchNorm statistics) and scored
+    in place on ``device``, with the batch.
     """
     detector = build_detector(config, seed=seed, min_size=min_size, max_size=max_size)
     counts = {"params": count_parameters(detector.backbone.body),
@@ -392,8 +395,12 @@ def score_detection_configuration(config: Configuration, images: Images, targets
               "detector_params": count_parameters(detector)}
     if counts["params"] != body_params(config):
         raise ArchError(f"internal: analytic body count {body_params(config)} != built {counts['params']}")
+    detector = network_in_layout(detector, layout)
     batch = DetectionBatch(images, targets, device=device)
-    return float(score(detector, batch, PROXY, seed=seed)), counts
+    result = score_detailed(detector, batch, [PROXY], seed=seed, consume=True)[PROXY]  # no private copy
+    if result.error is not None:
+        raise result.error
+    return float(result.value), counts
 
 
 @dataclass(frozen=True)
@@ -404,6 +411,7 @@ class DetectionSearchJob:
     data_root: str
     device: str = "cpu"
     threads: int | None = None
+    layout: str = "nchw"
 
 
 @dataclass
@@ -445,12 +453,14 @@ def score_detection_candidate(state: DetectionSearchState, i: int) -> list[dict[
     t0 = time.perf_counter()
     row, config = draw_candidate(i, s.seed, state.spec, state.sampler, s.num_classes, s.batch_size,
                                  state.shared is not None)
+    row["layout"] = state.job.layout
 
     def compute(row: dict[str, Any]) -> float:
         images, targets = state.shared if state.shared is not None else state.data.minibatch(s.batch_size, row["seed"])
         row["image_ids"] = [int(t["image_id"]) for t in targets]
         value, counts = score_detection_configuration(config, images, targets, row["seed"], min_size=s.min_size,
-                                                      max_size=s.max_size, device=state.job.device)
+                                                      max_size=s.max_size, device=state.job.device,
+                                                      layout=state.job.layout)
         row.update(counts)
         return value
 
@@ -459,8 +469,8 @@ def score_detection_candidate(state: DetectionSearchState, i: int) -> list[dict[
 
 def search_detection(settings: DetectionSearchSettings, *, data_dir: str | Path | None = None,
                      store: str | Path | None = None, device: str = "cpu", threads: int | None = None,
-                     runner: Runner | None = None, shard: Shard | None = None, progress: bool = True,
-                     wait: bool = False, on_wait: Callable[[str], None] | None = None,
+                     layout: str = "auto", runner: Runner | None = None, shard: Shard | None = None,
+                     progress: bool = True, wait: bool = False, on_wait: Callable[[str], None] | None = None,
                      on_candidate: Callable[[dict[str, Any]], None] | None = None) -> SearchResult:
     """Run (or resume) a BlockSwap search of Mask R-CNN backbones on COCO.
 
@@ -469,11 +479,13 @@ def search_detection(settings: DetectionSearchSettings, *, data_dir: str | Path 
     with weights seeded by it, scored on its own minibatch (seeded by it, or
     the shared one) and appended to the store; a rerun skips stored
     candidates, and workers or shards do not change any row. The result's
-    ``feasible`` range is in body parameters.
+    ``feasible`` range is in body parameters. ``layout`` is as for the
+    classification search, for the whole detector; recorded in every row.
     """
     root = data_root(data_dir)
-    job = DetectionSearchJob(settings, str(root), check_device(device), threads)
     spec = get_net(settings.net)
+    device = check_device(device)
+    job = DetectionSearchJob(settings, str(root), device, threads, resolve_layout(layout, spec, device))
     sampler = body_sampler(settings)
     data = load_coco(root, settings.split)  # problems with the data stop the search before anything is stored
     open_coco(settings, root)  # and a head too small for its categories

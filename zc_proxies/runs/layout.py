@@ -52,18 +52,27 @@ def resolve_layout(option: str, space: object, device: str | torch.device, proxi
     return chosen
 
 
-def apply_layout(model: nn.Module, inputs: torch.Tensor, layout: str) -> tuple[nn.Module, torch.Tensor]:
-    """``model`` (in place: a network the run owns) and ``inputs`` in ``layout``; 4-d tensors only, as torch does.
+def network_in_layout(model: nn.Module, layout: str) -> nn.Module:
+    """``model`` (in place: a network the run owns) in ``layout``, for inputs that are not one 4-d tensor.
 
     NHWC also gives the model's BatchNorm2d layers exact batch statistics, and
-    runs its stride-1 average pools as depthwise convolutions.
+    runs its stride-1 average pools as depthwise convolutions. Its first
+    convolution then puts an NCHW input into NHWC, as oneDNN follows the
+    weights' layout: how a detector, which batches its own images, runs in NHWC.
     """
     if layout not in _FORMATS:
         raise ConfigError(f"layout {layout!r} is not one of {', '.join(_FORMATS)}")
     if layout == "nchw":
-        return model, inputs
-    fmt = _FORMATS[layout]
-    model = use_box_avgpool(use_exact_batchnorm(model)).to(memory_format=fmt)
-    if inputs.dim() == 4:
-        inputs = inputs.contiguous(memory_format=fmt)
+        return model
+    return use_box_avgpool(use_exact_batchnorm(model)).to(memory_format=_FORMATS[layout])
+
+
+def apply_layout(model: nn.Module, inputs: torch.Tensor, layout: str) -> tuple[nn.Module, torch.Tensor]:
+    """``model`` (in place: a network the run owns) and ``inputs`` in ``layout``; 4-d tensors only, as torch does.
+
+    As :func:`network_in_layout`, with the inputs put in the layout too.
+    """
+    model = network_in_layout(model, layout)
+    if layout != "nchw" and inputs.dim() == 4:
+        inputs = inputs.contiguous(memory_format=_FORMATS[layout])
     return model, inputs
