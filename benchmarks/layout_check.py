@@ -33,6 +33,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -76,15 +77,16 @@ def _space_runs(args: argparse.Namespace, root: str) -> tuple[dict, dict]:
     if args.float64:
         scores["float64"] = defaultdict(list)
     for k, i in enumerate(indices):
-        order = ("nchw", "nhwc") if k % 2 == 0 else ("nhwc", "nchw")
-        for layout in order:
-            t0 = time.perf_counter()
-            rows = score_arch(states[layout], (i, proxies))
-            seconds[layout].append(time.perf_counter() - t0)
-            for r in rows:
+
+        def scored(layout: str, i: int = i) -> dict[str, float]:
+            out = {}
+            for r in score_arch(states[layout], (i, proxies)):
                 if r["status"] == ERROR:
                     raise RunError(f"architecture {i}, {layout}: {r['proxy']} failed: {r['message']}")
-                scores[layout][r["proxy"]].append(r["score"] if r["status"] == OK else math.nan)
+                out[r["proxy"]] = r["score"] if r["status"] == OK else math.nan
+            return out
+
+        _both_layouts(k, scored, seconds, scores)
         if args.float64:  # the same network, minibatch and seed in float64 (NCHW): both layouts' yardstick
             seed = arch_seed(args.seed, i)
             model, (x, y) = network_and_batch(states["nchw"], space[i], seed)
@@ -119,16 +121,15 @@ def _blockswap_runs(args: argparse.Namespace, root: str) -> tuple[dict, dict]:
         row, config = draw_candidate(i, settings.seed, state.spec, state.sampler, settings.classes,
                                      settings.batch_size, False)
         batch = state.source.batch(settings.batch_size, row["seed"])
-        order = ("nchw", "nhwc") if i % 2 == 0 else ("nhwc", "nchw")
-        for layout in order:
-            t0 = time.perf_counter()
-            value = score_configuration(config, batch, row["seed"], "cpu", layout)
-            seconds[layout].append(time.perf_counter() - t0)
-            scores[layout]["fisher_potential"].append(value)
+
+        def scored(layout: str, config=config, batch=batch, seed: int = row["seed"]) -> dict[str, float]:
+            return {PROXY: score_configuration(config, batch, seed, "cpu", layout)}
+
+        _both_layouts(i, scored, seconds, scores)
         # the same network, minibatch and seed in float64 (NCHW): the yardstick of both layouts' float32 error
         model = config.build(generator=torch.Generator().manual_seed(row["seed"])).double()
         exact = score_detailed(model, (batch[0].double(), batch[1]), [PROXY], seed=row["seed"], consume=True)
-        scores["float64"]["fisher_potential"].append(float(exact[PROXY].value))
+        scores["float64"][PROXY].append(float(exact[PROXY].value))
     print(f"settings: BlockSwap candidates of {spec.name} within {args.budget:,} parameters (search seed "
           f"{args.seed}), {settings.dataset} images, batch {args.batch_size}, fisher_potential, CPU, one process; "
           "NHWC with exact BatchNorm statistics (zc_proxies.runs.batchnorm), as the search scores it")
@@ -157,13 +158,14 @@ def _detection_runs(args: argparse.Namespace, root: str) -> tuple[dict, dict]:
         row, config = draw_candidate(i, settings.seed, state.spec, state.sampler, settings.num_classes,
                                      settings.batch_size, False)
         images, targets = state.data.minibatch(settings.batch_size, row["seed"])
-        order = ("nchw", "nhwc") if i % 2 == 0 else ("nhwc", "nchw")
-        for layout in order:
-            t0 = time.perf_counter()
-            value, _ = score_detection_configuration(config, images, targets, row["seed"], min_size=settings.min_size,
+
+        def scored(layout: str, config=config, images=images, targets=targets,
+                   seed: int = row["seed"]) -> dict[str, float]:
+            value, _ = score_detection_configuration(config, images, targets, seed, min_size=settings.min_size,
                                                      max_size=settings.max_size, layout=layout)
-            seconds[layout].append(time.perf_counter() - t0)
-            scores[layout][PROXY].append(value)
+            return {PROXY: value}
+
+        _both_layouts(i, scored, seconds, scores)
         # the same detector, minibatch and seed in float64 (NCHW): the yardstick of both layouts' float32 error
         detector = build_detector(config, seed=row["seed"], min_size=settings.min_size,
                                   max_size=settings.max_size).double()
@@ -225,6 +227,17 @@ def main(argv=None) -> int:
                 rho, rel, med = _agreement(exact, scores[layout][proxy])
                 print(f"| {proxy} | {layout.upper()} | {rho:.5f} | {med:.2e} | {rel:.2e} |")
     return 0
+
+
+def _both_layouts(k: int, scored: Callable[[str], dict[str, float]], seconds: dict[str, list[float]],
+                  scores: dict[str, dict[str, list[float]]]) -> None:
+    """Time ``scored(layout)`` in both layouts and keep its scores; NCHW goes first for an even ``k``."""
+    for layout in ("nchw", "nhwc") if k % 2 == 0 else ("nhwc", "nchw"):
+        t0 = time.perf_counter()
+        values = scored(layout)
+        seconds[layout].append(time.perf_counter() - t0)
+        for name, value in values.items():
+            scores[layout][name].append(value)
 
 
 def _agreement(reference: list[float], other: list[float]) -> tuple[float, float, float]:

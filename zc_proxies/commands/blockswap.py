@@ -207,7 +207,8 @@ def _run_detection_search(args: argparse.Namespace) -> int:
     with runner:
         result = search_detection(settings, data_dir=args.data, store=store, device=args.device,
                                   threads=args.threads, layout=args.layout, runner=runner, shard=shard,
-                                  progress=not args.no_progress, wait=args.wait, on_wait=lambda text: say("zcbench blockswap search", text))
+                                  progress=not args.no_progress, wait=args.wait,
+                                  on_wait=lambda text: say("zcbench blockswap search", text))
     best = result.best
     size = (f"{best['params']:,} body parameters ({best['backbone_params']:,} with the FPN, "
             f"{best['detector_params']:,} in the detector)") if best else ""
