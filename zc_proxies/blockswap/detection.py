@@ -69,11 +69,11 @@ from ..runs.runner import Runner
 from ..runs.search import SearchResult, run_search, scored_row
 from ..runs.seeding import derive_seed
 from ..runs.shards import Shard
-from ..score import score, score_detailed
+from ..score import score
 from .blocks import PAPER_POOL
 from .config import Configuration
 from .networks import BlockSwapNet, NetSpec, count_parameters, get_net
-from .search import PROXY, Sampler, check_search_fields, draw_candidate, save_winner
+from .search import PROXY, Sampler, check_search_fields, draw_candidate, save_winner, score_built
 
 TASK = "coco-mask-rcnn"
 FPN_CHANNELS = 256
@@ -397,10 +397,7 @@ def score_detection_configuration(config: Configuration, images: Images, targets
         raise ArchError(f"internal: analytic body count {body_params(config)} != built {counts['params']}")
     detector = network_in_layout(detector, layout)
     batch = DetectionBatch(images, targets, device=device)
-    result = score_detailed(detector, batch, [PROXY], seed=seed, consume=True)[PROXY]  # no private copy
-    if result.error is not None:
-        raise result.error
-    return float(result.value), counts
+    return score_built(detector, batch, seed), counts
 
 
 @dataclass(frozen=True)

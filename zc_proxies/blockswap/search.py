@@ -243,9 +243,12 @@ def score_configuration(config: Configuration, batch: tuple[torch.Tensor, torch.
     device = torch.device(device)
     x, y = batch
     model, x = apply_layout(model, x, layout)  # NHWC: with exact BatchNorm statistics
-    model = model.to(device)
-    # the network was built for this call alone: give it away, so no private copy is made
-    result = score_detailed(model, (x, y), [PROXY], seed=seed, consume=True)[PROXY]
+    return score_built(model.to(device), (x, y), seed)
+
+
+def score_built(model: torch.nn.Module, batch: Any, seed: int) -> float:
+    """Fisher potential of a network built for this call alone: scored in place (given away, no private copy)."""
+    result = score_detailed(model, batch, [PROXY], seed=seed, consume=True)[PROXY]
     if result.error is not None:
         raise result.error
     return float(result.value)
